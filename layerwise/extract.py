@@ -1,0 +1,196 @@
+"""Extract every layer of one model over one audio shard into one feature file.
+
+One forward pass per batch gives all layers (never one pass per layer). Utterances are taken
+longest first (sorted by length, then id, so the order and therefore the file do not depend on
+the batch size), packed into batches of at most ``batch_seconds`` of padded audio, and written as
+they come. A batch that fails (e.g. out of memory) is split in halves and retried; an utterance
+that fails on its own is rejected with its reason and the shard completes without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from layerwise import audio, devices, encoders, models, store
+from layerwise.tables import read_tsv, rejected_frame, write_tsv
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def config_hash(params: dict) -> str:
+    """A short, stable hash of everything that changes the features."""
+    blob = json.dumps(params, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def plan_batches(costs: Sequence[float], budget: float, *, equal_key: Sequence | None = None
+                 ) -> list[list[int]]:
+    """Consecutive batches of item indices whose padded cost (max cost × count) ≤ ``budget``.
+
+    Items are expected in decreasing cost order; a batch always holds at least one item.
+    With ``equal_key``, only items with the same key share a batch.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i, cost in enumerate(costs):
+        same = not current or equal_key is None or equal_key[current[0]] == equal_key[i]
+        width = max(costs[current[0]], cost) if current else cost
+        if current and (not same or width * (len(current) + 1) > budget):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def extract_shard(
+    shard_table: str | Path,
+    out_path: str | Path,
+    rejected_path: str | Path,
+    *,
+    model_dir: str,
+    source: str,
+    revision: str | None = None,
+    layers: Sequence[str] = ("cnn", "proj", "layer"),
+    frames: Sequence[str] = ("layer",),
+    dtype: str = "float16",
+    compute_dtype: str = "float32",
+    device: str = "auto",
+    batch_seconds: float = 160.0,
+    compression: str | None = None,
+    attn_implementation: str = "sdpa",
+    sample_rate: int = 16000,
+    params_hash: str = "",
+    progress: bool = True,
+) -> dict:
+    """Write ``out_path`` (HDF5) for the utterances of ``shard_table``; return a small summary.
+
+    ``model_dir`` is what is loaded (a hub id or a prepared folder); ``source`` is what the user
+    wrote in the config, recorded in the file.
+    """
+    dev = devices.resolve(device)
+    loaded = models.load(model_dir, revision=revision, attn_implementation=attn_implementation)
+    enc = encoders.wrap(loaded.model, loaded.feature_extractor, dev, DTYPES[compute_dtype])
+    names = encoders.select_layers(enc.layers, layers)
+    framed = set(encoders.select_layers(enc.layers, frames)) & set(names)
+    pooled = set(names) - framed
+    infos = [i for i in enc.layers if i.name in names]
+    log.info("model %s on %s: %d layers (%d stored as frames), batching=%s",
+             source, dev, len(names), len(framed), enc.batching)
+    if enc.batching == "equal-length":
+        log.warning("%s cannot be batched exactly with padding; only equal-length utterances "
+                    "share a batch", enc.family)
+
+    table = read_tsv(shard_table, dtype={"utt_id": str, "path": str})
+    table = table.sort_values(["n_samples", "utt_id"], ascending=[False, True], kind="stable")
+    costs = [enc.cost_seconds(int(n)) for n in table["n_samples"]]
+    key = list(table["n_samples"]) if enc.batching == "equal-length" else None
+    batches = plan_batches(costs, batch_seconds, equal_key=key)
+    rows = table.to_dict("records")
+    attrs = {
+        "model_source": source,
+        "model_revision": loaded.revision,
+        "model_type": loaded.model.config.model_type,
+        "config_hash": params_hash,
+        "batching": enc.batching,
+        "attn_implementation": getattr(loaded.model.config, "_attn_implementation", ""),
+        "compute_dtype": compute_dtype,
+        "device": str(dev),
+        "sample_rate": sample_rate,
+        "versions": json.dumps(library_versions()),
+    }
+    rejected: list[tuple[str, str, str]] = []
+    total_s = float(table["n_samples"].sum()) / sample_rate
+    bar = tqdm(total=total_s, unit="audio-s", desc=f"extract {Path(out_path).name}",
+               disable=not progress, file=sys.stderr, mininterval=2.0,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, "
+                          "{rate_fmt}{postfix}]")
+    with store.ShardWriter(out_path, infos, framed, dtype=dtype, compression=compression,
+                           attrs=attrs) as writer, ThreadPoolExecutor(1) as pool:
+        loads = _prefetch(pool, rows, batches, sample_rate)
+        done = 0
+        for batch_rows, waves in loads:
+            good_rows = [r for r, w in zip(batch_rows, waves) if not isinstance(w, str)]
+            rejected += [(r["path"], "extract", w) for r, w in zip(batch_rows, waves)
+                         if isinstance(w, str)]
+            good_waves = [w for w in waves if not isinstance(w, str)]
+            for sub_rows, data in _run(enc, good_rows, good_waves, framed, pooled, rejected):
+                writer.append([r["utt_id"] for r in sub_rows],
+                              [int(r["n_samples"]) for r in sub_rows], data)
+            done += len(batch_rows)
+            bar.update(sum(int(r["n_samples"]) for r in batch_rows) / sample_rate)
+            bar.set_postfix(utt=f"{done}/{len(rows)}", refresh=False)
+    bar.close()
+    write_tsv(rejected_frame(rejected), rejected_path)
+    return {"utterances": len(rows) - len(rejected), "rejected": len(rejected),
+            "audio_seconds": total_s, "device": str(dev)}
+
+
+def _prefetch(pool, rows, batches, sample_rate) -> Iterator[tuple[list[dict], list]]:
+    """Decode the next batch's audio in a thread while the model runs on the current one."""
+
+    def decode(idx):
+        out = []
+        for i in idx:
+            try:
+                out.append(audio.load(rows[i]["path"], sample_rate=sample_rate, min_seconds=0))
+            except audio.RejectedAudio as exc:
+                out.append(str(exc))
+        return [rows[i] for i in idx], out
+
+    pending = pool.submit(decode, batches[0]) if batches else None
+    for nxt in [*batches[1:], None]:
+        result = pending.result()
+        pending = pool.submit(decode, nxt) if nxt is not None else None
+        yield result
+
+
+def _run(enc, rows, waves, framed, pooled, rejected) -> Iterator[tuple[list[dict], dict]]:
+    """Forward a batch; on failure split it, and reject utterances that fail alone."""
+    if not rows:
+        return
+    try:
+        with torch.inference_mode():
+            out = enc.forward(waves, framed, pooled)
+        yield rows, {k: [t.cpu().numpy() for t in v] for k, v in out.items()}
+    except Exception as exc:  # noqa: BLE001 - any failure of one file must not end the shard
+        if enc.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(rows) == 1:
+            secs = len(waves[0]) / enc.sample_rate
+            what = "out of memory" if _is_oom(exc) else "model failed"
+            reason = f"{what} on {enc.device} for a {secs:.1f} s file: {' '.join(str(exc).split())[:200]}"
+            log.warning("rejected %s: %s", rows[0]["utt_id"], reason)
+            rejected.append((rows[0]["path"], "extract", reason))
+            return
+        half = len(rows) // 2
+        yield from _run(enc, rows[:half], waves[:half], framed, pooled, rejected)
+        yield from _run(enc, rows[half:], waves[half:], framed, pooled, rejected)
+
+
+def library_versions() -> dict[str, str]:
+    import h5py
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "h5py": h5py.__version__,
+            "numpy": np.__version__, "layerwise": __import__("layerwise").__version__,
+            "pandas": pd.__version__}

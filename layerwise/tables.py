@@ -1,0 +1,43 @@
+"""Reading and writing the workflow's tidy TSV tables, and the ``rejected.tsv`` record.
+
+Every table is tab-separated with a header so ``pandas.read_csv(path, sep="\\t")`` loads it.
+Writes go to a temporary name first and are renamed, so a killed job never leaves half a table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+REJECTED_COLUMNS = ["path", "stage", "reason"]
+
+
+def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
+    """Write ``df`` as TSV atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    df.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
+    os.replace(tmp, path)
+
+
+def read_tsv(path: str | Path, **kwargs) -> pd.DataFrame:
+    """Read a table written by :func:`write_tsv` (label columns stay strings)."""
+    return pd.read_csv(path, sep="\t", keep_default_na=True, **kwargs)
+
+
+def rejected_frame(rows: Iterable[tuple[str, str, str]] = ()) -> pd.DataFrame:
+    """A ``rejected.tsv`` table from ``(path, stage, reason)`` rows."""
+    return pd.DataFrame(list(rows), columns=REJECTED_COLUMNS)
+
+
+def merge_rejected(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate per-job rejection records into one table, in stage order."""
+    frames = [read_tsv(p, dtype=str) for p in paths]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return rejected_frame()
+    return pd.concat(frames, ignore_index=True)[REJECTED_COLUMNS]
