@@ -146,9 +146,9 @@ def hf_candidates(spec: dict, audio_dir: Path) -> list[Candidate]:
 
 
 def _load_hf(datasets, spec: dict):
-    name, split = spec.get("name"), spec.get("split", "train")
+    name, split = spec.get("dataset"), spec.get("split", "train")
     path = spec.get("path")
-    if path and Path(path, "dataset_info.json").exists() or path and Path(path, "state.json").exists():
+    if path and (Path(path, "dataset_info.json").exists() or Path(path, "state.json").exists()):
         ds = datasets.load_from_disk(path)
         return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
     if path:  # a plain folder of audio (+ metadata.csv): the audiofolder builder
@@ -207,7 +207,8 @@ def scan(cfg: dict, *, hf_audio_dir: str | Path | None = None, progress: bool = 
     elif source == "manifest":
         cands = manifest_candidates(cfg["path"])
     elif source == "hf":
-        cands = hf_candidates(cfg, Path(hf_audio_dir or "hf_audio"))
+        spec = {**(cfg.get("hf") or {}), "path": cfg.get("path")}
+        cands = hf_candidates(spec, Path(hf_audio_dir or "hf_audio"))
     else:
         raise ValueError(f"corpus.source: unknown source {source!r}")
     cands.sort(key=lambda c: c.utt_id)
@@ -261,3 +262,15 @@ def join_label_table(manifest: pd.DataFrame, spec: dict) -> pd.DataFrame:
         raise ValueError(f"corpus.label_table.on: column {key!r} missing in {path} or the corpus")
     new = [c for c in side.columns if c == key or c not in manifest.columns]
     return manifest.merge(side[new].drop_duplicates(key), on=key, how="left")
+
+
+def write_scan(result: ScanResult, manifest: str | Path, alignments: str | Path,
+               rejected: str | Path) -> None:
+    """Write the three scan outputs (alignments may be empty when the corpus has none)."""
+    from layerwise.tables import write_tsv
+
+    write_tsv(result.manifest, manifest)
+    aligned = result.alignments
+    write_tsv(aligned if aligned is not None else pd.DataFrame(columns=alignments_mod.COLUMNS),
+              alignments)
+    write_tsv(result.rejected, rejected)

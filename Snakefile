@@ -1,0 +1,19 @@
+# layerwise: every layer of speech models over a corpus, and how the representation changes.
+# This file only includes the stages; rules/common.smk validates the config and names the paths.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/audio.smk"
+include: "rules/extract.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

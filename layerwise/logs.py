@@ -1,0 +1,31 @@
+"""Job logs: each workflow job sends its log records and progress bars to its own log file.
+
+Snakemake gives every job a ``log:`` path; :func:`to_file` points ``stderr`` (where ``logging``
+and tqdm write) at it, so ``results/<corpus>/logs/<rule>/...log`` shows what a job did and how
+fast, and a failing job's log holds its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+
+def to_file(path: str | Path, *, threads: int | None = None) -> logging.Logger:
+    """Redirect stderr to ``path`` (line-buffered), configure logging, cap torch threads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr = path.open("a", buffering=1, encoding="utf-8")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    logging.captureWarnings(True)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return logging.getLogger("layerwise")

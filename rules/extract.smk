@@ -1,0 +1,32 @@
+# Per model: prepare non-hub sources once; per (model, shard): every layer into one HDF5 file.
+
+
+rule model_prepare:
+    output:
+        directory(f"{R}/models/{{model}}"),
+    params:
+        source=lambda wc: MODELS[wc.model]["source"],
+        seed=config["seed"],
+    log:
+        f"{R}/logs/model_prepare/{{model}}.log",
+    script:
+        "../scripts/model_prepare.py"
+
+
+rule extract_features:
+    input:
+        model=prepared_model,
+        wav=f"{OUT}/wav/shard-{{shard}}",
+        table=f"{OUT}/wav/shard-{{shard}}.tsv",
+    output:
+        h5=f"{OUT}/features/{{model}}/shard-{{shard}}.h5",
+        rejected=f"{OUT}/features/{{model}}/shard-{{shard}}.rejected.tsv",
+    params:
+        model_dir=lambda wc: model_dir(wc.model),
+        extract=lambda wc: extract_params(wc.model),
+        params_hash=lambda wc: config_hash(extract_params(wc.model)),
+    threads: 2
+    log:
+        f"{LOGS}/extract_features/{{model}}-{{shard}}.log",
+    script:
+        "../scripts/extract_features.py"

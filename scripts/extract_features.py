@@ -1,0 +1,16 @@
+"""Snakemake adapter: every layer of one model over one audio shard into one HDF5 file."""
+
+from layerwise import extract, logs
+
+log = logs.to_file(snakemake.log[0], threads=snakemake.threads)
+p = dict(snakemake.params.extract)
+summary = extract.extract_shard(
+    snakemake.input.table,
+    snakemake.output.h5,
+    snakemake.output.rejected,
+    model_dir=snakemake.params.model_dir,
+    source=p.pop("source"),
+    params_hash=snakemake.params.params_hash,
+    **p,
+)
+log.info("done: %s", summary)
