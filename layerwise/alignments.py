@@ -19,6 +19,9 @@ SILENCE = {"", "sil", "sp", "spn", "<sil>", "<eps>", "silence"}
 TIER_ALIASES = {"words": "word", "word": "word", "phones": "phone", "phone": "phone"}
 
 
+_TOKEN = re.compile(r'"(?P<str>(?:[^"]|"")*)"|\[\d*\]|(?P<num>-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)')
+
+
 class AlignmentError(ValueError):
     """A malformed alignment file; the message names the file and what is wrong."""
 
@@ -39,8 +42,13 @@ def read_textgrid(path: str | Path) -> dict[str, list[tuple[float, float, str]]]
     else:
         raise AlignmentError(f"{path}: not UTF-8 or UTF-16 text")
     # Both formats are a stream of numbers and quoted strings once the keys are dropped.
-    tokens = re.findall(r'"((?:[^"]|"")*)"|(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)', text)
-    values: list[str | float] = [s.replace('""', '"') if n == "" else float(n) for s, n in tokens]
+    # (Bracketed indices such as "item [1]:" are not values, and "<exists>" is not quoted.)
+    values: list[str | float] = []
+    for m in _TOKEN.finditer(text):
+        if m["str"] is not None:
+            values.append(m["str"].replace('""', '"'))
+        elif m["num"] is not None:
+            values.append(float(m["num"]))
     try:
         return _parse_tokens(values)
     except (IndexError, TypeError, ValueError) as exc:
@@ -50,8 +58,6 @@ def read_textgrid(path: str | Path) -> dict[str, list[tuple[float, float, str]]]
 def _parse_tokens(values: list) -> dict[str, list[tuple[float, float, str]]]:
     # values: "ooTextFile", "TextGrid", xmin, xmax, <exists>?, n_tiers, then tiers
     i = 2 + 2
-    if isinstance(values[i], str):  # long format has the literal "<exists>"
-        i += 1
     n_tiers = int(values[i])
     i += 1
     tiers: dict[str, list[tuple[float, float, str]]] = {}

@@ -45,6 +45,11 @@ def probe(path: str | Path) -> AudioInfo:
         raise RejectedAudio(f"not readable as audio: {_one_line(exc)}") from exc
     if info.frames <= 0 or info.samplerate <= 0:
         raise RejectedAudio("no audio samples in file")
+    declared = _wav_declared_bytes(path)
+    if declared is not None and declared > path.stat().st_size:
+        raise RejectedAudio(
+            f"truncated: the WAV header declares {declared} bytes, the file has {path.stat().st_size}"
+        )
     return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels, info.frames)
 
 
@@ -97,6 +102,25 @@ def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int, subtype: str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), wave, sample_rate, subtype=subtype)
+
+
+def _wav_declared_bytes(path: Path) -> int | None:
+    """End offset of the ``data`` chunk a RIFF/WAVE header declares (libsndfile silently
+    shortens truncated WAVs, so a cut-off download would otherwise pass as a shorter file)."""
+    import struct
+
+    with path.open("rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while True:
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                return fh.tell() + size if size != 0xFFFFFFFF else None
+            fh.seek(size + (size & 1), 1)
 
 
 def _one_line(exc: BaseException) -> str:

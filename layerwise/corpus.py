@@ -23,7 +23,7 @@ from layerwise.audio import RejectedAudio, probe
 from layerwise.tables import rejected_frame
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au", ".mp3"}
-MANIFEST_COLUMNS = ["utt_id", "path", "duration_s", "sample_rate", "channels", "shard"]
+MANIFEST_COLUMNS = ["utt_id", "path", "duration_s", "sample_rate", "channels", "shard", "group"]
 LIBRISPEECH_ID = re.compile(r"^(?P<speaker>\d+)-(?P<chapter>\d+)-(?P<utt>\d+)$")
 
 
@@ -163,27 +163,38 @@ def _relative_id(path: Path, root: Path) -> str:
 # --------------------------------------------------------------------------- sharding
 
 
-def assign_shards(utt_ids: Iterable[str], durations: Iterable[float], n_shards: int) -> np.ndarray:
-    """Balanced, stable shard numbers by bounded-load rendezvous hashing.
+def batch_groups(utt_ids: Iterable[str], n_groups: int) -> np.ndarray:
+    """A fixed hash group per utterance; extraction batches never mix groups.
 
-    Each utterance ranks the shards by ``hash(utt_id, shard)`` and takes its best-ranked shard
-    that is not yet full (capacity: a fair share of the total duration plus the longest file).
-    Utterances are placed in hash order, so adding files moves only a few existing ones, while
-    no shard holds much more audio than another.
+    Because a batch's members (and so its padded shape) then depend only on the group, not on
+    which shard the group landed in, features are bitwise identical whatever the shard count.
     """
-    utt_ids = list(utt_ids)
+    return np.array([_hash(u) % n_groups for u in utt_ids], dtype=int)
+
+
+def assign_shards(groups: Iterable[int], durations: Iterable[float], n_shards: int) -> np.ndarray:
+    """Balanced, stable shard numbers for whole groups, by bounded-load rendezvous hashing.
+
+    Each group ranks the shards by ``hash(group, shard)`` and takes its best-ranked shard that
+    is not yet full (capacity: a fair share of the total duration plus the largest group).
+    Groups are placed in hash order, so adding files moves few groups, while no shard holds
+    much more audio than another.
+    """
+    groups = np.asarray(list(groups))
     durations = np.asarray(list(durations), dtype=float)
-    if n_shards <= 1 or not utt_ids:
-        return np.zeros(len(utt_ids), dtype=int)
-    capacity = durations.sum() / n_shards + durations.max()
+    if n_shards <= 1 or not len(groups):
+        return np.zeros(len(groups), dtype=int)
+    keys, inverse = np.unique(groups, return_inverse=True)
+    per_group = np.bincount(inverse, weights=durations)
+    capacity = per_group.sum() / n_shards + per_group.max()
     load = np.zeros(n_shards)
-    shards = np.zeros(len(utt_ids), dtype=int)
-    for i in sorted(range(len(utt_ids)), key=lambda k: _hash(utt_ids[k])):
-        ranks = sorted(range(n_shards), key=lambda s, u=utt_ids[i]: _hash(f"{u}\0{s}"))
-        s = next((s for s in ranks if load[s] + durations[i] <= capacity), int(np.argmin(load)))
-        shards[i] = s
-        load[s] += durations[i]
-    return shards
+    shard_of = np.zeros(len(keys), dtype=int)
+    for g in sorted(range(len(keys)), key=lambda k: _hash(str(keys[k]))):
+        ranks = sorted(range(n_shards), key=lambda s, k=keys[g]: _hash(f"{k}\0{s}"))
+        s = next((s for s in ranks if load[s] + per_group[g] <= capacity), int(np.argmin(load)))
+        shard_of[g] = s
+        load[s] += per_group[g]
+    return shard_of[inverse]
 
 
 def _hash(text: str) -> int:
@@ -239,11 +250,9 @@ def scan(cfg: dict, *, hf_audio_dir: str | Path | None = None, progress: bool = 
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS[:5] if not rows else None)
     if "label_table" in cfg and cfg["label_table"] and len(manifest):
         manifest = join_label_table(manifest, cfg["label_table"])
-    manifest.insert(
-        5,
-        "shard",
-        assign_shards(manifest["utt_id"], manifest["duration_s"], cfg.get("shards", 1)),
-    )
+    groups = batch_groups(manifest["utt_id"], cfg.get("batch_groups", 64))
+    manifest.insert(5, "shard", assign_shards(groups, manifest["duration_s"], cfg.get("shards", 1)))
+    manifest.insert(6, "group", groups)
     label_columns = [c for c in manifest.columns if c not in MANIFEST_COLUMNS and c != "text"]
     aligned = None
     if cfg.get("alignments"):

@@ -81,7 +81,7 @@ class Ct2Model:
         return arr.astype(np.float32) / scale
 
     def resolve(self, name: str) -> str:
-        """Follow aliases (CTranslate2 dedups identical tensors, e.g. the tied output projection)."""
+        """Follow aliases (CTranslate2 dedups identical tensors, e.g. the tied projection)."""
         seen = set()
         while name in self.aliases:
             if name in seen:
@@ -344,6 +344,7 @@ def _whisper_config(ct2: Ct2Model, directory: Path, with_decoder: bool):
     tokens = _special_tokens(directory)
     extra = _load_json(directory / "config.json")
     eot, sot = tokens["<|endoftext|>"], tokens["<|startoftranscript|>"]
+    tied = ct2.resolve("decoder/projection/weight") == "decoder/embeddings/weight"
     return (
         WhisperConfig(
             vocab_size=v["decoder/embeddings/weight"].shape[0],
@@ -357,8 +358,7 @@ def _whisper_config(ct2: Ct2Model, directory: Path, with_decoder: bool):
             decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
             max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
             max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
-            tie_word_embeddings=ct2.resolve("decoder/projection/weight")
-            == "decoder/embeddings/weight",
+            tie_word_embeddings=tied,
             bos_token_id=sot,
             eos_token_id=eot,
             pad_token_id=eot,
@@ -372,7 +372,7 @@ def _whisper_config(ct2: Ct2Model, directory: Path, with_decoder: bool):
 
 
 def _generation_config(config, tokens: dict[str, int], extra: dict):
-    """What ``WhisperForConditionalGeneration.generate`` needs to build prompts and suppress tokens."""
+    """What Whisper's ``generate`` needs to build prompts and suppress tokens like CT2 does."""
     from transformers import GenerationConfig
 
     langs = {t: i for t, i in tokens.items() if re.fullmatch(r"<\|[a-z]{2,3}(?:_[A-Za-z]+)?\|>", t)}
@@ -402,7 +402,7 @@ def _generation_config(config, tokens: dict[str, int], extra: dict):
 def whisper_from_ct2(
     directory: str | os.PathLike, *, torch_dtype: Any = None, with_decoder: bool = True
 ):
-    """Build ``WhisperForConditionalGeneration`` with the CT2 weights (``.model`` is the WhisperModel).
+    """``WhisperForConditionalGeneration`` with the CT2 weights; ``.model`` is the WhisperModel.
 
     ``with_decoder=False`` builds a zero-layer decoder (embeddings and norms only) for encoder-only
     extraction; such a model cannot generate. Weights are stored in float16 in the shipped files, so
@@ -439,9 +439,9 @@ def whisper_from_ct2(
 
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
-    missing = set(model.state_dict()) ^ set(m.state)
-    if missing:
-        raise ValueError(f"HF/CT2 parameter sets differ: {sorted(missing)}")
+    differ = set(model.state_dict()) ^ set(m.state)
+    if differ:
+        raise ValueError(f"HF and converted parameter names differ: {sorted(differ)}")
     model.load_state_dict(m.state, strict=True, assign=True)
     if config.tie_word_embeddings:
         model.tie_weights()
@@ -599,7 +599,7 @@ def is_up_to_date(
 
 
 def feature_extractor_for(config: Any):
-    """Whisper's log-mel front end, sized from the model (mel bins, 2 frames per encoder position)."""
+    """Whisper's log-mel front end sized from the model (mel bins, 2 frames per position)."""
     from transformers import WhisperFeatureExtractor
 
     hop, rate = 160, 16000
@@ -615,7 +615,7 @@ def feature_extractor_for(config: Any):
 
 
 def load_tokenizer(directory: str | os.PathLike):
-    """WhisperTokenizer from a CT2 directory's tokenizer.json (CT2 dirs have no tokenizer config)."""
+    """WhisperTokenizer from a CT2 directory's tokenizer.json (CT2 ships no tokenizer config)."""
     from transformers import WhisperTokenizer
 
     eot = "<|endoftext|>"

@@ -1,9 +1,11 @@
 """Extract every layer of one model over one audio shard into one feature file.
 
 One forward pass per batch gives all layers (never one pass per layer). Utterances are taken
-longest first (sorted by length, then id, so the order and therefore the file do not depend on
-the batch size), packed into batches of at most ``batch_seconds`` of padded audio, and written as
-they come. A batch that fails (e.g. out of memory) is split in halves and retried; an utterance
+group by group, longest first (sorted by length, then id, so the order does not depend on the
+batch size), packed into batches of at most ``batch_seconds`` of padded audio, and written as
+they come. Batches never mix the manifest's hash groups: a batch's members, and so its padded
+shape and its float rounding, then depend only on the group, which makes the features bitwise
+identical whatever the number of shards. A batch that fails (e.g. out of memory) is split in halves and retried; an utterance
 that fails on its own is rejected with its reason and the shard completes without it.
 """
 
@@ -40,8 +42,8 @@ def plan_batches(costs: Sequence[float], budget: float, *, equal_key: Sequence |
                  ) -> list[list[int]]:
     """Consecutive batches of item indices whose padded cost (max cost × count) ≤ ``budget``.
 
-    Items are expected in decreasing cost order; a batch always holds at least one item.
-    With ``equal_key``, only items with the same key share a batch.
+    Items are expected in decreasing cost order within a key; a batch always holds at least one
+    item. With ``equal_key``, only consecutive items with the same key share a batch.
     """
     batches: list[list[int]] = []
     current: list[int] = []
@@ -100,9 +102,14 @@ def extract_shard(
                     "share a batch", enc.family)
 
     table = read_tsv(shard_table, dtype={"utt_id": str, "path": str})
-    table = table.sort_values(["n_samples", "utt_id"], ascending=[False, True], kind="stable")
+    if "group" not in table:
+        table["group"] = 0
+    table = table.sort_values(["group", "n_samples", "utt_id"], ascending=[True, False, True],
+                              kind="stable")
     costs = [enc.cost_seconds(int(n)) for n in table["n_samples"]]
-    key = list(table["n_samples"]) if enc.batching == "equal-length" else None
+    key = list(table["group"])
+    if enc.batching == "equal-length":
+        key = list(zip(table["group"], table["n_samples"], strict=True))
     batches = plan_batches(costs, batch_seconds, equal_key=key)
     rows = table.to_dict("records")
     attrs = {

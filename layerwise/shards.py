@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from layerwise import audio
 from layerwise.tables import rejected_frame, write_tsv
 
-SHARD_COLUMNS = ["utt_id", "path", "n_samples", "duration_s"]
+SHARD_COLUMNS = ["utt_id", "path", "n_samples", "duration_s", "group"]
 
 
 def safe_name(utt_id: str) -> str:
@@ -50,8 +50,9 @@ def build_shard(
     wav_dir.mkdir(parents=True, exist_ok=True)
     rows, bad = [], []
     todo = manifest[manifest["shard"] == shard]
-    for utt_id, src in tqdm(
-        zip(todo["utt_id"], todo["path"]), total=len(todo), desc=f"shard {shard}",
+    for utt_id, src, group in tqdm(
+        zip(todo["utt_id"], todo["path"], todo["group"], strict=True), total=len(todo),
+        desc=f"shard {shard}",
         unit="file", disable=not progress,
     ):
         try:
@@ -65,7 +66,7 @@ def build_shard(
         if convert:
             path = str(wav_dir / f"{safe_name(utt_id)}.wav")
             audio.write_wav(path, wave, sample_rate, subtype)
-        rows.append((utt_id, path, wave.size, round(wave.size / sample_rate, 6)))
+        rows.append((utt_id, path, wave.size, round(wave.size / sample_rate, 6), group))
     write_tsv(pd.DataFrame(rows, columns=SHARD_COLUMNS), table)
     write_tsv(rejected_frame(bad), rejected)
     return len(rows), len(bad)

@@ -1,0 +1,1552 @@
+"""Similarity between two layer representations with matched rows.
+
+Every metric compares ``X`` of shape ``(n_samples, n_features_x)`` with ``Y`` of
+shape ``(n_samples, n_features_y)`` where row ``i`` of both matrices describes the
+same frame or utterance, and returns a plain ``float``.  Inputs are validated once,
+at the public boundary (2-D, same number of rows, finite values, else ``ValueError``
+naming the argument), converted to float64, and never modified.  When a value is
+undefined for the given input (e.g. a layer with no variance) the metric returns
+``nan`` and emits an :class:`UndefinedSimilarityWarning` that says why; it never
+raises for that.
+
+Contents
+--------
+CKA family
+    :func:`cka_linear`, :func:`cka_rbf`, :func:`cka_debiased`
+Row-wise and neighbourhood
+    :func:`cosine_matched`, :func:`mutual_knn`
+CCA family
+    :func:`cca_correlations`, :func:`mean_squared_cca`, :func:`svcca`, :func:`pwcca`
+Streaming (frame-level data that does not fit in memory)
+    :class:`StreamingGram`, :class:`LinearCKAAccumulator`
+Uncertainty and tables
+    :func:`bootstrap_ci`, :data:`METRICS`, :func:`similarity_table`
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+from scipy import linalg
+from scipy.linalg import blas
+from tqdm import tqdm
+
+__all__ = [
+    "METRICS",
+    "SYMMETRIC_METRICS",
+    "TABLE_COLUMNS",
+    "LinearCKAAccumulator",
+    "StreamingGram",
+    "UndefinedSimilarityWarning",
+    "bootstrap_ci",
+    "cca_correlations",
+    "cka_debiased",
+    "cka_linear",
+    "cka_rbf",
+    "cosine_matched",
+    "mean_squared_cca",
+    "mutual_knn",
+    "pwcca",
+    "similarity_table",
+    "svcca",
+]
+
+FloatMatrix = NDArray[np.float64]
+
+# Row blocks of n x n similarity matrices are sized to hold about this many float64
+# values (64 MiB), so that memory stays O(n * block) however large n is.
+_BLOCK_ELEMENTS = 1 << 23
+
+
+class UndefinedSimilarityWarning(UserWarning):
+    """A similarity is undefined for the given input; ``nan`` was returned instead."""
+
+
+# --------------------------------------------------------------------------------------
+# Validation (done once, at the public boundary)
+# --------------------------------------------------------------------------------------
+
+
+def _check_matrix(A: ArrayLike, name: str) -> FloatMatrix:
+    """Return ``A`` as a finite 2-D float64 array, or raise ValueError naming ``name``."""
+    A = np.asarray(A)
+    if A.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must contain real numbers, got an array of dtype {A.dtype}")
+    if A.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_features), got shape {A.shape}"
+        )
+    if A.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one feature column, got shape {A.shape}")
+    A = A.astype(np.float64, copy=False)
+    if not np.isfinite(A).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return A
+
+
+def _check_pair(X: ArrayLike, Y: ArrayLike, *, min_samples: int = 2) -> tuple[FloatMatrix, ...]:
+    X = _check_matrix(X, "X")
+    Y = _check_matrix(Y, "Y")
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            "X and Y must have the same number of rows (one per matched sample), "
+            f"got {X.shape[0]} and {Y.shape[0]}"
+        )
+    if X.shape[0] < min_samples:
+        raise ValueError(f"X and Y need at least {min_samples} rows, got {X.shape[0]}")
+    return X, Y
+
+
+def _check_int(value: object, name: str, *, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        upper = "inf" if high is None else str(high)
+        raise ValueError(f"{name} must be in [{low}, {upper}], got {value}")
+    return int(value)
+
+
+def _check_real(
+    value: object,
+    name: str,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if math.isnan(value) or too_low or too_high:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return value
+
+
+def _undefined(message: str) -> float:
+    """Warn that a value is undefined and return nan (called directly by public metrics)."""
+    warnings.warn(message, UndefinedSimilarityWarning, stacklevel=3)
+    return math.nan
+
+
+# --------------------------------------------------------------------------------------
+# Shared numerical building blocks
+# --------------------------------------------------------------------------------------
+
+
+def _centre(X: FloatMatrix) -> FloatMatrix:
+    """Subtract column means; constant columns become exact zeros."""
+    Xc = X - X.mean(axis=0)
+    # Edge case: the mean of a constant column can round (0.1 + 0.1 + 0.1 != 0.3), which
+    # would leave ~1e-17 noise where there is no variance at all. Zero such columns so
+    # that "no variance" is detected exactly downstream.
+    constant = (X == X[0]).all(axis=0)
+    if constant.any():
+        Xc[:, constant] = 0.0
+    return Xc
+
+
+def _sq_norm(A: np.ndarray) -> float:
+    """Squared Frobenius norm."""
+    return float(np.vdot(A, A))
+
+
+def _row_sq_norms(A: FloatMatrix) -> np.ndarray:
+    return np.einsum("ij,ij->i", A, A)
+
+
+def _gram_to_sq_distances(G: FloatMatrix) -> FloatMatrix:
+    """Turn a Gram matrix ``G = Z Zᵀ`` into squared Euclidean distances, in place."""
+    sq = np.diag(G).copy()
+    G *= -2.0
+    G += sq[:, None]
+    G += sq[None, :]
+    # Edge cases: a row's distance to itself is exactly 0, and rounding may push the
+    # distance between (near-)identical rows slightly below 0.
+    np.fill_diagonal(G, 0.0)
+    np.maximum(G, 0.0, out=G)
+    return G
+
+
+def _double_centre(K: FloatMatrix) -> FloatMatrix:
+    """``H K H`` with ``H = I - 11ᵀ/n`` for a symmetric ``K``, in place."""
+    means = K.mean(axis=0)
+    K -= means[:, None]
+    K -= means[None, :]
+    K += means.mean()
+    return K
+
+
+def _unit_rows(X: FloatMatrix) -> FloatMatrix:
+    norms = np.linalg.norm(X, axis=1)
+    # Edge case: an all-zero row has no direction. It stays zero, so its cosine with any
+    # row is 0 (the convention of sklearn.metrics.pairwise.cosine_similarity).
+    norms[norms == 0.0] = 1.0
+    return X / norms[:, None]
+
+
+# --------------------------------------------------------------------------------------
+# CKA family
+# --------------------------------------------------------------------------------------
+
+
+def _linear_hsic_terms(Xc: FloatMatrix, Yc: FloatMatrix) -> tuple[float, float, float]:
+    """``(<K, L>, <K, K>, <L, L>)`` for linear Gram matrices ``K = Xc Xcᵀ``, ``L = Yc Ycᵀ``.
+
+    ``<XXᵀ, YYᵀ> = ||YᵀX||²_F``: the feature route costs ``n(p² + pq + q²)``
+    multiply-adds and the n x n route ``n²(p + q)``; the cheaper one is used.
+    """
+    n, p = Xc.shape
+    q = Yc.shape[1]
+    if n * (p + q) < p * p + p * q + q * q:
+        K = Xc @ Xc.T
+        L = Yc @ Yc.T
+        return float(np.vdot(K, L)), _sq_norm(K), _sq_norm(L)
+    return _sq_norm(Xc.T @ Yc), _sq_norm(Xc.T @ Xc), _sq_norm(Yc.T @ Yc)
+
+
+def _unbiased_hsic(dot_kl, diag_dot, trace_k, trace_l, n: int):
+    """Unbiased HSIC estimator times ``n(n - 3)``, from centred linear-kernel terms.
+
+    ``dot_kl = <K, L>``, ``diag_dot = Σ_i K_ii L_ii``, ``trace_k = tr K``, with ``K``
+    and ``L`` the Gram matrices of the *centred* features.  This is Song et al.
+    (2012, Eq. 5) rearranged as in ``_debiased_dot_product_similarity_helper`` of
+    Kornblith et al.'s notebook; it equals the U-statistic computed on Gram matrices
+    with zeroed diagonal.  Works elementwise on arrays (used by the table).
+    """
+    return dot_kl - n / (n - 2.0) * diag_dot + trace_k * trace_l / ((n - 1.0) * (n - 2.0))
+
+
+def _which_constant(X: FloatMatrix, Y: FloatMatrix) -> str:
+    return "X" if (X == X[0]).all() else "Y"
+
+
+def cka_linear(X: ArrayLike, Y: ArrayLike) -> float:
+    """Linear centered kernel alignment (CKA).
+
+    ``CKA(X, Y) = ||YᵀX||²_F / (||XᵀX||_F ||YᵀY||_F)`` after centring the columns of
+    both matrices; equal to the kernel form ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))``
+    with ``K = XXᵀ``, ``L = YYᵀ``.  Invariant to orthogonal transformations and
+    isotropic scaling of either input, not to arbitrary invertible linear maps.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+        Rows of ``X`` and ``Y`` are matched samples.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; 1 when ``Y`` is an orthogonal transform of ``X`` up to scale.
+        ``nan`` (with :class:`UndefinedSimilarityWarning`) when all rows of ``X`` or
+        of ``Y`` are identical.
+
+    References
+    ----------
+    Kornblith, S., Norouzi, M., Lee, H. and Hinton, G. (2019). Similarity of Neural
+    Network Representations Revisited. ICML. arXiv:1905.00414.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((100, 8))
+    >>> Q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    >>> round(cka_linear(X, 3.0 * X @ Q), 6)
+    1.0
+    """
+    X, Y = _check_pair(X, Y)
+    xy, xx, yy = _linear_hsic_terms(_centre(X), _centre(Y))
+    # Edge case: identical rows give a zero centred Gram matrix and CKA = 0/0.
+    if xx == 0.0 or yy == 0.0:
+        which = _which_constant(X, Y)
+        return _undefined(f"cka_linear is undefined: all rows of {which} are identical")
+    return float(xy / (math.sqrt(xx) * math.sqrt(yy)))
+
+
+def _rbf_kernel(X: FloatMatrix, threshold: float) -> FloatMatrix | None:
+    """RBF Gram matrix with the median heuristic of Kornblith et al., or None if undefined.
+
+    ``K_ij = exp(-d²_ij / (2 t² median(d²)))`` where the median runs over the whole
+    n x n squared-distance matrix, zero diagonal included (as the reference notebook
+    does).
+    """
+    Xc = _centre(X)
+    D2 = _gram_to_sq_distances(Xc @ Xc.T)
+    median = float(np.median(D2))
+    # Edge case: when at least half of all row pairs coincide, median(d²) = 0 and the
+    # bandwidth heuristic gives sigma = 0; the kernel is undefined.
+    if median <= 0.0:
+        return None
+    D2 *= -1.0 / (2.0 * threshold**2 * median)
+    return np.exp(D2, out=D2)
+
+
+def cka_rbf(X: ArrayLike, Y: ArrayLike, *, threshold: float = 0.5) -> float:
+    """CKA with Gaussian (RBF) kernels and the median-distance bandwidth.
+
+    ``K_ij = exp(-||x_i - x_j||² / (2 t² m))`` with ``t = threshold`` and ``m`` the
+    median of the n x n squared-distance matrix (zero diagonal included), likewise
+    ``L`` for ``Y``; then ``CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with
+    ``HSIC(K, L) = tr(K H L H)`` and ``H = I - 11ᵀ/n``.  Costs O(n²) memory.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    threshold : float, default=0.5
+        Bandwidth as a fraction of the median distance (``sigma = t * sqrt(m)``).
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``.  ``nan`` (with :class:`UndefinedSimilarityWarning`) when at
+        least half of the row pairs of ``X`` or ``Y`` coincide (median distance 0).
+
+    References
+    ----------
+    Kornblith, S., Norouzi, M., Lee, H. and Hinton, G. (2019). Similarity of Neural
+    Network Representations Revisited. ICML. arXiv:1905.00414.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((50, 4))
+    >>> round(cka_rbf(X, X), 6)
+    1.0
+    """
+    X, Y = _check_pair(X, Y)
+    threshold = _check_real(threshold, "threshold", low=0.0, low_open=True)
+    K = _rbf_kernel(X, threshold)
+    L = _rbf_kernel(Y, threshold)
+    if K is None or L is None:
+        which = "X" if K is None else "Y"
+        return _undefined(
+            f"cka_rbf is undefined: the median squared distance between rows of {which} is 0 "
+            "(at least half of the row pairs coincide), so the RBF bandwidth is 0"
+        )
+    Kc = _double_centre(K)
+    Lc = _double_centre(L)
+    return float(np.vdot(Kc, Lc) / (math.sqrt(_sq_norm(Kc)) * math.sqrt(_sq_norm(Lc))))
+
+
+def cka_debiased(X: ArrayLike, Y: ArrayLike) -> float:
+    """Linear CKA from the unbiased HSIC estimator ("debiased CKA").
+
+    Replaces each biased HSIC in linear CKA by the U-statistic of Song et al. (2012),
+    computed from feature-space terms as in Kornblith et al.'s reference notebook
+    (equivalent to U-centring the Gram matrices with zeroed diagonal).  The
+    estimator of CKA is still biased, much less so for small ``n`` or wide layers;
+    it is close to 0 for independent inputs and may be negative.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+        ``n_samples >= 4``.
+
+    Returns
+    -------
+    float
+        Usually in ``[-1, 1]``, 1 for ``X`` vs an orthogonal transform of ``X``.
+        ``nan`` (with :class:`UndefinedSimilarityWarning`) when the unbiased
+        self-HSIC of ``X`` or ``Y`` is ``<= 0`` (its square root is the denominator).
+
+    References
+    ----------
+    Song, L., Smola, A., Gretton, A., Bedo, J. and Borgwardt, K. (2012). Feature
+    Selection via Dependence Maximization. JMLR 13, 1393-1434.
+
+    Nguyen, T., Raghu, M. and Kornblith, S. (2021). Do Wide and Deep Networks Learn
+    the Same Things? ICLR. arXiv:2010.15327.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.standard_normal((500, 10)), rng.standard_normal((500, 10))
+    >>> abs(cka_debiased(X, Y)) < 0.05
+    True
+    """
+    X, Y = _check_pair(X, Y, min_samples=4)
+    Xc, Yc = _centre(X), _centre(Y)
+    n = X.shape[0]
+    xy, xx, yy = _linear_hsic_terms(Xc, Yc)
+    dx, dy = _row_sq_norms(Xc), _row_sq_norms(Yc)
+    hsic_xy = _unbiased_hsic(xy, dx @ dy, dx.sum(), dy.sum(), n)
+    hsic_xx = _unbiased_hsic(xx, dx @ dx, dx.sum(), dx.sum(), n)
+    hsic_yy = _unbiased_hsic(yy, dy @ dy, dy.sum(), dy.sum(), n)
+    # Edge case: the unbiased estimate of HSIC(K, K) can be <= 0 (few rows, or rows
+    # nearly orthogonal after centring); CKA's denominator sqrt(HSIC_xx HSIC_yy) is
+    # then undefined.
+    if hsic_xx <= 0.0 or hsic_yy <= 0.0:
+        which = "X" if hsic_xx <= 0.0 else "Y"
+        value = hsic_xx if which == "X" else hsic_yy
+        return _undefined(
+            f"cka_debiased is undefined: the unbiased self-HSIC of {which} is "
+            f"{value / (n * (n - 3)):.3g} <= 0 (n_samples={n}), so it has no square root"
+        )
+    return float(hsic_xy / (math.sqrt(hsic_xx) * math.sqrt(hsic_yy)))
+
+
+# --------------------------------------------------------------------------------------
+# Row-wise cosine and mutual nearest neighbours
+# --------------------------------------------------------------------------------------
+
+
+def cosine_matched(X: ArrayLike, Y: ArrayLike) -> float:
+    """Mean cosine similarity of matched rows, ``mean_i cos(x_i, y_i)``.
+
+    Only meaningful when both representations live in the same coordinates (same
+    width, e.g. the residual stream of one model); the rows are not centred.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    Y : array-like of shape (n_samples, n_features)
+
+    Returns
+    -------
+    float
+        In ``[-1, 1]``.  ``nan`` (with :class:`UndefinedSimilarityWarning`) when the
+        widths differ.  An all-zero row counts as cosine 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[1.0, 0.0], [0.0, 2.0]])
+    >>> cosine_matched(X, np.array([[2.0, 0.0], [1.0, 0.0]]))
+    0.5
+    """
+    X, Y = _check_pair(X, Y, min_samples=1)
+    # Edge case: vectors of different dimension have no angle between them.
+    if X.shape[1] != Y.shape[1]:
+        return _undefined(
+            f"cosine is undefined: X and Y have different numbers of features "
+            f"({X.shape[1]} vs {Y.shape[1]}), so matched rows cannot be compared"
+        )
+    return float(np.einsum("ij,ij->i", _unit_rows(X), _unit_rows(Y)).mean())
+
+
+def _clamped_unit_rows(X: FloatMatrix, clamp_quantile: float) -> FloatMatrix | None:
+    """Clip ``X`` to ``[-q, q]`` (q = quantile of |X|), then L2-normalise rows."""
+    q = float(np.quantile(np.abs(X), clamp_quantile))
+    # Edge case: if that quantile of |X| is 0 the clamp zeroes the whole matrix and
+    # there are no neighbourhoods left to compare.
+    if q == 0.0:
+        return None
+    return _unit_rows(np.clip(X, -q, q))
+
+
+def _knn_indices(Z: FloatMatrix, k: int) -> NDArray[np.intp]:
+    """Indices of each row's ``k`` largest inner products with other rows (unordered).
+
+    Similarities are built in row blocks of about ``_BLOCK_ELEMENTS`` values, so
+    memory is O(n * block), never O(n²).  Ties at the k-th place are broken
+    arbitrarily.
+    """
+    n = Z.shape[0]
+    block = max(1, min(n, _BLOCK_ELEMENTS // n))
+    out = np.empty((n, k), dtype=np.intp)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        S = Z[start:stop] @ Z.T
+        local = np.arange(stop - start)
+        S[local, start + local] = -np.inf  # a row is not its own neighbour
+        out[start:stop] = np.argpartition(S, n - k, axis=1)[:, n - k :]
+    return out
+
+
+def _knn_overlap(A: NDArray[np.intp], B: NDArray[np.intp]) -> np.ndarray:
+    """``|A_i ∩ B_i|`` for each row of two (n, k) neighbour-index arrays."""
+    n, k = A.shape
+    out = np.empty(n)
+    block = max(1, _BLOCK_ELEMENTS // (k * k))
+    for start in range(0, n, block):
+        a, b = A[start : start + block], B[start : start + block]
+        out[start : start + block] = (a[:, :, None] == b[:, None, :]).sum(axis=(1, 2))
+    return out
+
+
+def mutual_knn(
+    X: ArrayLike, Y: ArrayLike, *, k: int = 10, clamp_quantile: float = 0.95
+) -> float:
+    """Mutual k-nearest-neighbour alignment of Huh et al. (2024).
+
+    Each matrix is clamped elementwise to ``[-q, q]`` with ``q`` the
+    ``clamp_quantile`` quantile of its absolute values, rows are L2-normalised, and
+    each row's ``k`` nearest neighbours by inner product (itself excluded) are found
+    in ``X`` and in ``Y``.  The score is ``mean_i |N_X(i) ∩ N_Y(i)| / k``.
+    Neighbours are computed in row blocks, so memory stays O(n * block).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    k : int, default=10
+        Neighbourhood size, ``1 <= k <= n_samples - 1``.
+    clamp_quantile : float, default=0.95
+        Quantile of ``|X|`` (and of ``|Y|``) at which values are clipped, in ``(0, 1]``;
+        1 disables clamping.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; 1 when both neighbourhood graphs coincide.  ``nan`` (with
+        :class:`UndefinedSimilarityWarning`) when clamping zeroes a whole matrix.
+
+    Notes
+    -----
+    The reference code (``platonic-rep``) computes the clamp quantile over all layers
+    of a model at once; here it is per matrix, so each layer is treated alike.
+
+    References
+    ----------
+    Huh, M., Cheung, B., Wang, T. and Isola, P. (2024). The Platonic Representation
+    Hypothesis. ICML. arXiv:2405.07987.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).standard_normal((60, 5))
+    >>> mutual_knn(X, 2.0 * X, k=5)
+    1.0
+    """
+    X, Y = _check_pair(X, Y)
+    k = _check_int(k, "k", low=1, high=X.shape[0] - 1)
+    clamp_quantile = _check_real(clamp_quantile, "clamp_quantile", low=0.0, high=1.0, low_open=True)
+    Zx = _clamped_unit_rows(X, clamp_quantile)
+    Zy = _clamped_unit_rows(Y, clamp_quantile)
+    if Zx is None or Zy is None:
+        which = "X" if Zx is None else "Y"
+        return _undefined(
+            f"mutual_knn is undefined: the {clamp_quantile} quantile of |{which}| is 0, "
+            f"so clamping zeroes {which}"
+        )
+    overlap = _knn_overlap(_knn_indices(Zx, k), _knn_indices(Zy, k))
+    return float(overlap.mean() / k)
+
+
+# --------------------------------------------------------------------------------------
+# CCA family
+# --------------------------------------------------------------------------------------
+
+
+def _principal_basis(Xc: FloatMatrix) -> tuple[FloatMatrix, np.ndarray, FloatMatrix]:
+    """Thin SVD ``Xc = U diag(s) Vt`` truncated to the numerical rank.
+
+    The rank tolerance is numpy.linalg.matrix_rank's, ``s_max * max(n, p) * eps``.
+    """
+    U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    rank = 0
+    if s.size and s[0] > 0.0:
+        rank = int(np.count_nonzero(s > s[0] * max(Xc.shape) * np.finfo(np.float64).eps))
+    return U[:, :rank], s[:rank], Vt[:rank]
+
+
+def _n_kept(s: np.ndarray, n_components: int | None, variance: float) -> int:
+    """How many leading singular directions SVCCA keeps.
+
+    ``n_components`` if given, else the fewest that explain ``variance`` of the total
+    variance ``Σ s²``; never more than the numerical rank ``len(s)`` (which is at most
+    ``min(n_samples - 1, n_features)`` for centred data).
+    """
+    if n_components is not None or s.size == 0:
+        return min(s.size, n_components if n_components is not None else 0)
+    explained = np.cumsum(s**2) / np.sum(s**2)
+    return min(s.size, int(np.searchsorted(explained, variance)) + 1)
+
+
+def _shrinkage(s: np.ndarray, epsilon: float, n: int) -> np.ndarray | None:
+    """Per-direction factor ``s / sqrt(s² + (n - 1) ε)`` from ridge-regularised CCA.
+
+    Adding ``ε`` to the diagonal of the covariance ``XᵀX / (n - 1)`` shrinks each
+    whitened principal direction by this factor; ``None`` means no shrinkage (ε = 0).
+    """
+    if epsilon == 0.0:
+        return None
+    return s / np.sqrt(s**2 + (n - 1) * epsilon)
+
+
+def _canonical(
+    Ux: FloatMatrix,
+    Uy: FloatMatrix,
+    fx: np.ndarray | None = None,
+    fy: np.ndarray | None = None,
+) -> tuple[np.ndarray, FloatMatrix, FloatMatrix]:
+    """CCA between the column spans of orthonormal bases ``Ux`` (n, r) and ``Uy`` (n, t).
+
+    Returns the ``min(r, t)`` canonical correlations (descending, in [0, 1]) and the
+    canonical directions in each basis (``A``: r x c, ``B``: t x c), i.e. the SVD of
+    ``Uxᵀ Uy`` (Björck and Golub, 1973), optionally shrunk by ``fx``, ``fy``.
+    """
+    M = Ux.T @ Uy
+    if fx is not None and fy is not None:
+        M = fx[:, None] * M * fy[None, :]
+    A, rho, Bt = np.linalg.svd(M, full_matrices=False)
+    return np.clip(rho, 0.0, 1.0), A, Bt.T
+
+
+def _projection_weights(
+    A: FloatMatrix, s: np.ndarray, Vt: FloatMatrix, f: np.ndarray | None = None
+) -> np.ndarray:
+    """Morcos et al.'s weights ``α_i ∝ Σ_j |<h_i, x_j>|``, normalised to sum to 1.
+
+    ``h_i`` is X's i-th canonical variate as a unit vector over samples,
+    ``h_i = U a_i / ||a_i||`` with ``a_i`` the i-th column of ``A`` (times the
+    shrinkage ``f``), and ``x_j`` is X's j-th centred neuron, ``U diag(s) Vt e_j``.
+    Hence ``<h_i, x_j> = (a_i ∘ s)ᵀ Vt e_j / ||a_i||`` without touching the samples.
+    """
+    coef = A if f is None else A * f[:, None]
+    projections = (coef * s[:, None]).T @ Vt
+    alpha = np.abs(projections).sum(axis=1) / np.linalg.norm(coef, axis=0)
+    return alpha / alpha.sum()
+
+
+def cca_correlations(X: ArrayLike, Y: ArrayLike, *, epsilon: float = 0.0) -> np.ndarray:
+    """Canonical correlations between the centred columns of ``X`` and ``Y``.
+
+    Computed stably from orthonormal bases of the two column spaces: thin SVDs of the
+    centred matrices, then the singular values of ``UxᵀUy`` (Björck and Golub, 1973),
+    never by inverting covariance matrices.  Directions without variance (numerical
+    rank deficiency) are dropped.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    epsilon : float, default=0.0
+        Ridge regulariser added to the diagonals of both covariance matrices
+        ``XᵀX / (n - 1)`` and ``YᵀY / (n - 1)``; 0 gives plain CCA.
+
+    Returns
+    -------
+    ndarray of shape (min(rank X, rank Y),)
+        Correlations in ``[0, 1]``, in decreasing order; empty when either input
+        has no variance.
+
+    References
+    ----------
+    Hotelling, H. (1936). Relations Between Two Sets of Variates. Biometrika 28.
+
+    Björck, Å. and Golub, G. H. (1973). Numerical Methods for Computing Angles
+    Between Linear Subspaces. Mathematics of Computation 27(123), 579-594.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).standard_normal((100, 3))
+    >>> np.round(cca_correlations(X, X @ np.diag([1.0, 2.0, 3.0])), 6)
+    array([1., 1., 1.])
+    """
+    X, Y = _check_pair(X, Y)
+    epsilon = _check_real(epsilon, "epsilon", low=0.0)
+    return _cca(X, Y, epsilon)[0]
+
+
+def _cca(X: FloatMatrix, Y: FloatMatrix, epsilon: float, n_components: int | None = None):
+    """Canonical correlations plus X's side of the decomposition, for validated input."""
+    n = X.shape[0]
+    Ux, sx, Vtx = _principal_basis(_centre(X))
+    Uy, sy, _ = _principal_basis(_centre(Y))
+    if n_components is not None:
+        Ux, sx, Vtx = Ux[:, :n_components], sx[:n_components], Vtx[:n_components]
+        Uy, sy = Uy[:, :n_components], sy[:n_components]
+    # Edge case: an input without variance has an empty basis and no correlations.
+    if sx.size == 0 or sy.size == 0:
+        return np.empty(0), None
+    fx, fy = _shrinkage(sx, epsilon, n), _shrinkage(sy, epsilon, n)
+    rho, A, _ = _canonical(Ux, Uy, fx, fy)
+    return rho, (A, sx, Vtx, fx)
+
+
+def _no_variance(metric: str, X: FloatMatrix, Y: FloatMatrix) -> float:
+    return _undefined(
+        f"{metric} is undefined: all rows of {_which_constant(X, Y)} are identical, "
+        "so it has no directions to correlate"
+    )
+
+
+def mean_squared_cca(X: ArrayLike, Y: ArrayLike, *, epsilon: float = 0.0) -> float:
+    """Mean squared canonical correlation, ``R²_CCA = mean(ρ_i²)``.
+
+    With centred columns this is ``||Q_Yᵀ Q_X||²_F / min(rank)`` of Kornblith et al.
+    (2019), Table 1, i.e. linear-regression fit averaged over canonical directions.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    epsilon : float, default=0.0
+        Covariance ridge, see :func:`cca_correlations`.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; ``nan`` (with :class:`UndefinedSimilarityWarning`) when all
+        rows of ``X`` or ``Y`` are identical.
+
+    References
+    ----------
+    Kornblith, S., Norouzi, M., Lee, H. and Hinton, G. (2019). Similarity of Neural
+    Network Representations Revisited. ICML. arXiv:1905.00414.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> np.random.seed(1337)
+    >>> X = np.random.randn(100, 10)
+    >>> Y = np.random.randn(100, 10) + X
+    >>> round(mean_squared_cca(X, Y), 5)
+    0.5454
+    """
+    X, Y = _check_pair(X, Y)
+    epsilon = _check_real(epsilon, "epsilon", low=0.0)
+    rho, _ = _cca(X, Y, epsilon)
+    if rho.size == 0:
+        return _no_variance("mean_squared_cca", X, Y)
+    return float(np.mean(rho**2))
+
+
+def svcca(
+    X: ArrayLike, Y: ArrayLike, *, n_components: int | None = 20, variance: float = 0.99
+) -> float:
+    """Singular vector CCA (SVCCA): mean canonical correlation of the leading subspaces.
+
+    Both matrices are centred and reduced to their top-``k`` singular directions
+    (``k = n_components`` if given, else the fewest directions explaining
+    ``variance`` of the variance; ``k`` never exceeds the numerical rank, hence
+    ``min(n_samples - 1, n_features)``), then CCA is run between the two reduced
+    views and the ``min(k_x, k_y)`` canonical correlations are averaged.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    n_components : int or None, default=20
+        Directions kept per input (20 is the choice of the reference tutorial).
+        ``None`` selects by ``variance`` instead.
+    variance : float, default=0.99
+        Fraction of variance to keep when ``n_components`` is None, in ``(0, 1]``.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; 1 when the two leading subspaces coincide.  ``nan`` (with
+        :class:`UndefinedSimilarityWarning`) when all rows of an input are identical.
+
+    References
+    ----------
+    Raghu, M., Gilmer, J., Yosinski, J. and Sohl-Dickstein, J. (2017). SVCCA:
+    Singular Vector Canonical Correlation Analysis for Deep Learning Dynamics and
+    Interpretability. NeurIPS. arXiv:1706.05806.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((200, 30)) * np.linspace(3.0, 0.1, 30)
+    >>> Q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    >>> round(svcca(X, X @ Q, n_components=10), 6)
+    1.0
+    """
+    X, Y = _check_pair(X, Y)
+    if n_components is not None:
+        n_components = _check_int(n_components, "n_components", low=1)
+    variance = _check_real(variance, "variance", low=0.0, high=1.0, low_open=True)
+    bases = []
+    for M in (X, Y):
+        U, s, _ = _principal_basis(_centre(M))
+        bases.append(U[:, : _n_kept(s, n_components, variance)])
+    if bases[0].shape[1] == 0 or bases[1].shape[1] == 0:
+        return _no_variance("svcca", X, Y)
+    return float(_canonical(*bases)[0].mean())
+
+
+def pwcca(
+    X: ArrayLike, Y: ArrayLike, *, n_components: int | None = None, epsilon: float = 0.0
+) -> float:
+    """Projection-weighted CCA (PWCCA) of Morcos et al. (2018).
+
+    CCA between the centred inputs gives correlations ``ρ_i`` and X's canonical
+    variates ``h_i``; each is weighted by how much of X it accounts for,
+    ``α_i ∝ Σ_j |<h_i, x_j>|`` over X's centred neurons ``x_j``, and
+    ``PWCCA = Σ_i α_i ρ_i`` with ``Σ α_i = 1``.  Not symmetric: ``pwcca(X, Y)``
+    weights by X.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+        The representation whose neurons define the weights.
+    Y : array-like of shape (n_samples, n_features_y)
+    n_components : int or None, default=None
+        ``None`` runs CCA on the full centred inputs (the paper's method).  An int
+        first restricts both inputs to their top ``n_components`` singular directions
+        as SVCCA does; the weights still project X's original neurons.
+    epsilon : float, default=0.0
+        Covariance ridge, see :func:`cca_correlations`.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; 1 when the column spaces coincide.  ``nan`` (with
+        :class:`UndefinedSimilarityWarning`) when all rows of an input are identical.
+
+    Notes
+    -----
+    The reference implementation (google/svcca, ``pwcca.compute_pwcca``) weights on
+    the side with fewer neurons and, when that is Y, projects X's activations with
+    Y's index mask and coefficients - wrong whenever the widths differ.  Here the
+    weights are always X's, from X's own canonical variates.
+
+    References
+    ----------
+    Morcos, A. S., Raghu, M. and Bengio, S. (2018). Insights on Representational
+    Similarity in Neural Networks with Canonical Correlation. NeurIPS.
+    arXiv:1806.05759.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((100, 5))
+    >>> round(pwcca(X, X @ rng.standard_normal((5, 8))), 6)
+    1.0
+    """
+    X, Y = _check_pair(X, Y)
+    if n_components is not None:
+        n_components = _check_int(n_components, "n_components", low=1)
+    epsilon = _check_real(epsilon, "epsilon", low=0.0)
+    rho, x_side = _cca(X, Y, epsilon, n_components)
+    if rho.size == 0:
+        return _no_variance("pwcca", X, Y)
+    # Weights on X's side, with X's own canonical variates (see Notes for why not the
+    # narrower side as in google/svcca).
+    return float(_projection_weights(*x_side) @ rho)
+
+
+# --------------------------------------------------------------------------------------
+# Streaming linear CKA
+# --------------------------------------------------------------------------------------
+
+
+class StreamingGram:
+    """Exact linear CKA between ``L`` layers from a single pass over row chunks.
+
+    Accumulates, for every pair of layers ``i <= j``, the centred cross-product
+    ``M_ij = Σ_rows (x_i - mean_i)(x_j - mean_j)ᵀ`` (shape ``p_i x p_j``) together
+    with the column means; no n x n matrix is ever formed.  Chunks are merged with
+    the pairwise update of Chan, Golub and LeVeque, which stays accurate when the
+    activations carry large offsets.  Then
+    ``CKA(i, j) = ||M_ij||²_F / (||M_ii||_F ||M_jj||_F)``, identical to
+    :func:`cka_linear` on the concatenated rows.
+
+    Memory is ``8 * Σ_{i<=j} p_i p_j`` bytes of state (see :meth:`state_bytes`):
+    25 layers of width 768 need 325 blocks of 768 x 768, 1.53 GB, independent of the
+    number of rows, plus a float64 centred copy of the current chunk
+    (``rows * Σ p_i * 8`` bytes: 4,096 rows x 25 x 768 is 0.63 GB), so one pass over
+    1,000,000 frames fits in 4 GiB.  Compute is ``Σ_{i<=j} p_i p_j``
+    multiply-adds per row (1.9e8 for 25 x 768), i.e. about 2e14 for a million
+    frames: BLAS-bound, worth running on many cores.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> layers = [rng.standard_normal((1000, 16)) for _ in range(3)]
+    >>> acc = StreamingGram()
+    >>> for start in range(0, 1000, 300):
+    ...     _ = acc.update([layer[start:start + 300] for layer in layers])
+    >>> bool(np.isclose(acc.cka_matrix()[0, 1], cka_linear(layers[0], layers[1])))
+    True
+    """
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._widths: tuple[int, ...] | None = None
+        self._means: list[np.ndarray] = []
+        self._blocks: dict[tuple[int, int], FloatMatrix] = {}
+
+    @staticmethod
+    def state_bytes(widths: Sequence[int]) -> int:
+        """Bytes of accumulated state for layers of the given widths."""
+        w = [int(p) for p in widths]
+        return 8 * (sum(w[i] * w[j] for i in range(len(w)) for j in range(i, len(w))) + sum(w))
+
+    @property
+    def n_rows(self) -> int:
+        """Rows accumulated so far."""
+        return self._n
+
+    @property
+    def n_layers(self) -> int:
+        return 0 if self._widths is None else len(self._widths)
+
+    def update(self, chunks: Sequence[ArrayLike]) -> StreamingGram:
+        """Add the same rows of every layer: ``chunks[i]`` has shape ``(rows, p_i)``."""
+        arrays = [_check_matrix(c, f"chunks[{i}]") for i, c in enumerate(chunks)]
+        if not arrays:
+            raise ValueError("chunks must hold one array per layer, got none")
+        rows = {a.shape[0] for a in arrays}
+        if len(rows) != 1:
+            raise ValueError(f"every chunk must have the same number of rows, got {sorted(rows)}")
+        self._add(arrays)
+        return self
+
+    def _add(self, arrays: list[FloatMatrix]) -> None:
+        """Accumulate validated chunks with equal row counts."""
+        widths = tuple(a.shape[1] for a in arrays)
+        if self._widths is not None and widths != self._widths:
+            raise ValueError(f"layer widths changed from {self._widths} to {widths}")
+        m = arrays[0].shape[0]
+        # Edge case: an empty chunk adds nothing (and would make its mean 0/0).
+        if m == 0:
+            return
+        if self._widths is None:
+            self._widths = tuple(a.shape[1] for a in arrays)
+            self._means = [np.zeros(p) for p in self._widths]
+            self._blocks = {
+                (i, j): np.zeros((self._widths[i], self._widths[j]))
+                for i in range(len(arrays))
+                for j in range(i, len(arrays))
+            }
+        n_old, n_new = self._n, self._n + m
+        # Chan et al.'s merge: M += C_chunk + (n_old m / n_new) δ_i δ_jᵀ, where C_chunk
+        # is the chunk's own centred cross-product and δ the difference of means. The
+        # correction is folded into the GEMM as one extra row sqrt(n_old m / n_new) δ.
+        scale = math.sqrt(n_old * m / n_new)
+        augmented, deltas = [], []
+        for a, mean in zip(arrays, self._means, strict=True):
+            chunk_mean = a.mean(axis=0)
+            delta = chunk_mean - mean
+            augmented.append(np.vstack([a - chunk_mean, scale * delta]))
+            deltas.append(delta)
+        for (i, j), block in self._blocks.items():
+            block += augmented[i].T @ augmented[j]
+        for mean, delta in zip(self._means, deltas, strict=True):
+            mean += delta * (m / n_new)
+        self._n = n_new
+
+    def comoment(self, i: int, j: int) -> FloatMatrix:
+        """Centred cross-product ``Σ (x_i - mean_i)(x_j - mean_j)ᵀ``, shape (p_i, p_j)."""
+        if self._widths is None:
+            raise ValueError("no rows accumulated yet")
+        return self._blocks[(i, j)] if i <= j else self._blocks[(j, i)].T
+
+    def cka_matrix(self) -> FloatMatrix:
+        """Linear CKA between every pair of layers, shape (L, L).
+
+        A layer whose rows were all identical gives ``nan`` in its row and column
+        (with :class:`UndefinedSimilarityWarning`).
+        """
+        if self._n < 2:
+            raise ValueError(f"linear CKA needs at least 2 rows, {self._n} accumulated")
+        L = self.n_layers
+        norms = np.array([math.sqrt(_sq_norm(self._blocks[(i, i)])) for i in range(L)])
+        out = np.full((L, L), np.nan)
+        for (i, j), block in self._blocks.items():
+            if norms[i] > 0.0 and norms[j] > 0.0:
+                out[i, j] = out[j, i] = _sq_norm(block) / (norms[i] * norms[j])
+        # Edge case: a layer without variance has a zero co-moment; CKA is 0/0.
+        if not (norms > 0.0).all():
+            constant = np.flatnonzero(norms == 0.0).tolist()
+            warnings.warn(
+                f"linear CKA is undefined for layers {constant}: all their rows are identical",
+                UndefinedSimilarityWarning,
+                stacklevel=2,
+            )
+        return out
+
+    def cka(self, i: int, j: int) -> float:
+        """Linear CKA between layers ``i`` and ``j``."""
+        return float(self.cka_matrix()[i, j])
+
+
+class LinearCKAAccumulator:
+    """Streaming :func:`cka_linear` between two representations, fed in row chunks.
+
+    A two-layer :class:`StreamingGram`: holds column means and the centred ``XᵀX``,
+    ``YᵀY`` and ``XᵀY`` (``8 (p² + pq + q²)`` bytes), never an n x n matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((1000, 8))
+    >>> Y = X + rng.standard_normal((1000, 8))
+    >>> acc = LinearCKAAccumulator()
+    >>> for start in range(0, 1000, 256):
+    ...     _ = acc.update(X[start:start + 256], Y[start:start + 256])
+    >>> bool(np.isclose(acc.value(), cka_linear(X, Y)))
+    True
+    """
+
+    def __init__(self) -> None:
+        self._gram = StreamingGram()
+
+    @property
+    def n_rows(self) -> int:
+        return self._gram.n_rows
+
+    def update(self, X: ArrayLike, Y: ArrayLike) -> LinearCKAAccumulator:
+        """Add matched rows ``X`` (rows, p) and ``Y`` (rows, q)."""
+        X, Y = _check_pair(X, Y, min_samples=0)
+        self._gram._add([X, Y])
+        return self
+
+    def value(self) -> float:
+        """Linear CKA of all rows seen so far (``nan`` with a warning if undefined)."""
+        return self._gram.cka(0, 1)
+
+
+# --------------------------------------------------------------------------------------
+# Bootstrap
+# --------------------------------------------------------------------------------------
+
+
+def _bootstrap_draws(n: int, n_boot: int, seed: int) -> Iterator[NDArray[np.intp]]:
+    """Row indices of each bootstrap replicate; shared by bootstrap_ci and the table."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield rng.integers(0, n, size=n)
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over axis 0, ignoring nan replicates (all nan -> nan)."""
+    alpha = (1.0 - level) / 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-nan slices
+        low, high = np.nanquantile(values, [alpha, 1.0 - alpha], axis=0)
+    return low, high
+
+
+def bootstrap_ci(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    X: ArrayLike,
+    Y: ArrayLike,
+    *,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``metric(X, Y)`` over rows.
+
+    Each replicate draws ``n_samples`` row indices with replacement from
+    ``numpy.random.default_rng(seed)`` and evaluates ``metric`` on the same rows of
+    ``X`` and ``Y``; the interval is the ``(1 - level)/2`` and ``(1 + level)/2``
+    quantiles of the replicates.  Replicates where the metric is undefined (``nan``)
+    are skipped, and their warnings silenced.
+
+    Parameters
+    ----------
+    metric : callable ``(X, Y) -> float``
+        E.g. an entry of :data:`METRICS`; bind options with ``functools.partial``.
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    n_boot : int
+        Number of replicates, ``>= 1``.
+    seed : int
+        Seed of the generator; equal seeds give equal intervals.
+    level : float, default=0.95
+        Coverage, in ``(0, 1)``.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        ``(nan, nan)`` when every replicate is undefined.
+
+    Notes
+    -----
+    Duplicate rows are harmless for kernel metrics (CKA) and for CCA.  For
+    :func:`mutual_knn` they are not: copies of a row are each other's nearest
+    neighbours in both spaces, which inflates the score; :func:`similarity_table`
+    therefore resamples per-row neighbourhood overlaps instead.
+
+    References
+    ----------
+    Efron, B. and Tibshirani, R. J. (1993). An Introduction to the Bootstrap.
+    Chapman & Hall, ch. 13.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((200, 5))
+    >>> low, high = bootstrap_ci(cka_linear, X, X + rng.standard_normal((200, 5)),
+    ...                          n_boot=50, seed=0)
+    >>> bool(low < cka_linear(X, X + 0) and low < high)
+    True
+    """
+    if not callable(metric):
+        raise ValueError(f"metric must be callable, got {metric!r}")
+    X, Y = _check_pair(X, Y, min_samples=1)
+    n_boot = _check_int(n_boot, "n_boot", low=1)
+    seed = _check_int(seed, "seed", low=0)
+    level = _check_real(level, "level", low=0.0, high=1.0, low_open=True, high_open=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedSimilarityWarning)
+        values = np.array(
+            [metric(X[rows], Y[rows]) for rows in _bootstrap_draws(X.shape[0], n_boot, seed)],
+            dtype=np.float64,
+        )
+    low, high = _percentile_interval(values, level)
+    return float(low), float(high)
+
+
+# --------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------
+
+METRICS: dict[str, Callable[..., float]] = {
+    "cka_linear": cka_linear,
+    "cka_rbf": cka_rbf,
+    "cka_debiased": cka_debiased,
+    "cosine": cosine_matched,
+    "mutual_knn": mutual_knn,
+    "svcca": svcca,
+    "pwcca": pwcca,
+}
+"""Metric name -> function ``(X, Y, **options) -> float``."""
+
+SYMMETRIC_METRICS = frozenset(METRICS) - {"pwcca"}
+"""Metrics with ``f(X, Y) == f(Y, X)`` (PWCCA weights by its first argument)."""
+
+TABLE_COLUMNS = (
+    "model_a",
+    "layer_a",
+    "model_b",
+    "layer_b",
+    "span",
+    "pooling",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n_rows",
+)
+"""Columns of :func:`similarity_table`, in order."""
+
+
+# --------------------------------------------------------------------------------------
+# Similarity table: every layer pair, every metric, one pass of per-layer precomputation
+# --------------------------------------------------------------------------------------
+#
+# How the table stays fast. Per layer, once: the centred matrix, its n x n Gram matrix
+# packed to the lower triangle (linear CKA and debiased CKA need nothing else) and the
+# packed squared distances (RBF CKA), the kNN index sets and the unit rows. Per
+# replicate (the point estimate, then each bootstrap draw): a draw is summarised by how
+# often each row was drawn, and every kernel metric on X[draw] is evaluated exactly on
+# the distinct rows with those multiplicities as weights, so no resampled matrix is
+# rebuilt: the weighted HSIC of *all* layer pairs is one product of the stacked packed
+# kernels plus rank-one centring corrections, and SVCCA/PWCCA need one small
+# eigendecomposition per layer and a k x k SVD per pair. Cosine and mutual k-NN are
+# means of per-row scores, so their replicates are weighted means of one vector per pair.
+
+_FAMILY = {
+    "cka_linear": "linear",
+    "cka_debiased": "linear",
+    "cka_rbf": "rbf",
+    "svcca": "subspace",
+    "pwcca": "subspace",
+    "mutual_knn": "knn",
+    "cosine": "cosine",
+}
+
+# Weighted order statistics: sort directly below this size, else bin and recurse.
+_SORT_CUTOFF = 1 << 15
+_N_BINS = 1 << 12
+
+
+def _weighted_order_stats(values: np.ndarray, weights: np.ndarray, ranks: list) -> list[float]:
+    """Entries at 0-based positions ``ranks`` of sorted ``values`` repeated ``weights`` times.
+
+    Exact (``weights`` are integer-valued), without a full sort: histogram the values,
+    find the bin holding each rank from cumulative bin weights, recurse into that bin.
+    """
+    if values.size <= _SORT_CUTOFF:
+        order = np.argsort(values, kind="stable")
+        positions = np.searchsorted(np.cumsum(weights[order]), ranks, side="right")
+        return [float(values[order[i]]) for i in positions]
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        return [low] * len(ranks)
+    scale = _N_BINS / (high - low)
+    if not math.isfinite(scale):  # a range too narrow to bin: sort instead
+        order = np.argsort(values, kind="stable")
+        positions = np.searchsorted(np.cumsum(weights[order]), ranks, side="right")
+        return [float(values[order[i]]) for i in positions]
+    bins = ((values - low) * scale).astype(np.intp)
+    np.minimum(bins, _N_BINS - 1, out=bins)
+    cumulative = np.cumsum(np.bincount(bins, weights=weights, minlength=_N_BINS))
+    targets = np.searchsorted(cumulative, ranks, side="right")
+    out = [0.0] * len(ranks)
+    for target in np.unique(targets):
+        members = [i for i, t in enumerate(targets) if t == target]
+        below = cumulative[target - 1] if target > 0 else 0.0
+        inside = bins == target
+        found = _weighted_order_stats(
+            values[inside], weights[inside], [ranks[i] - below for i in members]
+        )
+        for i, value in zip(members, found, strict=True):
+            out[i] = value
+    return out
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray, total: int) -> float:
+    """``np.median`` of the expanded multiset (``weights`` sum to ``total``)."""
+    half = total // 2
+    ranks = [half] if total % 2 else [half - 1, half]
+    return float(np.mean(_weighted_order_stats(values, weights, ranks)))
+
+
+class _Packing:
+    """Lower triangle (diagonal included) of an n x n symmetric matrix, packed by rows.
+
+    Entry ``(r, c)``, ``r >= c``, sits at ``r (r + 1) / 2 + c``, which is BLAS's
+    upper-packed column-major layout, so ``dspmv`` applies directly.  An inner product
+    of two symmetric matrices is the packed inner product with off-diagonal entries
+    counted twice, hence ``sqrt_mult``.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.rows, self.cols = np.tril_indices(n)
+        self.flat = self.rows * n + self.cols
+        self.offdiag = self.rows != self.cols
+        self.sqrt_mult = np.where(self.offdiag, math.sqrt(2.0), 1.0)
+
+
+class _Replicate:
+    """The rows one evaluation uses: all rows once, or a bootstrap draw.
+
+    ``weights[i]`` is how often row ``i`` was drawn; ``rows`` (None = all) are the
+    distinct rows drawn and ``counts`` their weights.  A metric of ``X[draw]`` equals
+    the weighted metric over ``X[rows]``.  For packed kernels, ``pairs`` indexes the
+    support's entries in the full packing (None = all), ``multiplicity`` is how often
+    each occurs in the resampled n x n matrix, and ``count_sqrt`` is
+    ``sqrt(counts_r counts_c)``.
+    """
+
+    def __init__(self, n: int, draw: np.ndarray | None, packing: _Packing | None) -> None:
+        self.n = n
+        if draw is None:
+            self.weights = np.ones(n)
+            self.rows = None
+            self.counts = self.weights
+        else:
+            self.weights = np.bincount(draw, minlength=n).astype(np.float64)
+            self.rows = np.flatnonzero(self.weights)
+            self.counts = self.weights[self.rows]
+        self.pairs = self.count_sqrt = self.multiplicity = None
+        if packing is None:
+            return
+        if self.rows is None:
+            self.multiplicity = np.where(packing.offdiag, 2.0, 1.0)
+            return
+        r, c = np.tril_indices(self.rows.size)
+        self.pairs = (self.rows * (self.rows + 1) // 2)[r] + self.rows[c]
+        products = self.counts[r] * self.counts[c]
+        self.count_sqrt = np.sqrt(products)
+        products[r != c] *= 2.0
+        self.multiplicity = products
+
+    def take(self, A: np.ndarray) -> np.ndarray:
+        return A if self.rows is None else A[self.rows]
+
+
+class _Side:
+    """Per-layer quantities of one set of layers, computed once per table."""
+
+    def __init__(self, mats, families, packing, knn_k, bar) -> None:
+        self.centred = [_centre(X) for X in mats]
+        L, n = len(mats), mats[0].shape[0]
+        self.gram = self.sq_dist = self.row_sq = None
+        if families & {"linear", "rbf"}:
+            m = packing.rows.size
+            self.row_sq = np.empty((L, n))
+            self.gram = np.empty((L, m)) if "linear" in families else None
+            self.sq_dist = np.empty((L, m)) if "rbf" in families else None
+        self.knn = [None] * L
+        self.unit = [_unit_rows(X) for X in mats] if "cosine" in families else None
+        for a, (X, Xc) in enumerate(zip(mats, self.centred, strict=True)):
+            if self.row_sq is not None:
+                G = Xc @ Xc.T
+                self.row_sq[a] = np.diag(G)
+                if self.gram is not None:
+                    np.take(G, packing.flat, out=self.gram[a])
+                    self.gram[a] *= packing.sqrt_mult
+                if self.sq_dist is not None:
+                    np.take(_gram_to_sq_distances(G), packing.flat, out=self.sq_dist[a])
+                del G
+            if "knn" in families:
+                Z = _clamped_unit_rows(X, 0.95)
+                self.knn[a] = None if Z is None else _knn_indices(Z, knn_k)
+            bar.update(1)
+
+    def linear_stack(self, rep: _Replicate):
+        """Packed weighted Grams ``S``, weighted row means ``M``, re-centred diagonals ``D``."""
+        if rep.pairs is None:
+            S = self.gram
+        else:
+            S = np.empty((len(self.centred), rep.pairs.size))
+            for a, row in enumerate(S):
+                np.take(self.gram[a], rep.pairs, out=row)
+                row *= rep.count_sqrt
+        M = np.empty((len(self.centred), rep.counts.size))
+        D = np.empty_like(M)
+        for a, Xc in enumerate(self.centred):
+            M[a] = rep.take(Xc @ (Xc.T @ rep.weights)) / rep.n  # (K c)_i / n
+            mu = rep.counts @ M[a] / rep.n
+            D[a] = rep.take(self.row_sq[a]) - 2.0 * M[a] + mu
+        return S, M, D
+
+    def rbf_stack(self, rep: _Replicate, threshold: float, reuse: bool):
+        """Packed weighted RBF kernels ``S`` and weighted row means ``M``, plus which
+        layers have median distance 0.  ``reuse`` overwrites the stored distances."""
+        L = len(self.centred)
+        if rep.pairs is None:
+            S = self.sq_dist if reuse else self.sq_dist.copy()
+        else:
+            S = np.empty((L, rep.pairs.size))
+        M = np.zeros((L, rep.counts.size))
+        undefined = np.zeros(L, dtype=bool)
+        for a, row in enumerate(S):
+            if rep.pairs is not None:
+                np.take(self.sq_dist[a], rep.pairs, out=row)
+            median = _weighted_median(row, rep.multiplicity, rep.n * rep.n)
+            if median <= 0.0:  # same edge case as cka_rbf
+                row[:] = 0.0
+                undefined[a] = True
+                continue
+            row *= -1.0 / (2.0 * threshold**2 * median)
+            np.exp(row, out=row)
+            M[a] = blas.dspmv(rep.counts.size, 1.0 / rep.n, row, rep.counts)
+            row *= np.sqrt(rep.multiplicity)
+        return S, M, undefined
+
+    def subspaces(self, rep: _Replicate, n_components: int | None):
+        """Leading singular triplets of each layer's resampled centred rows (None: no variance)."""
+        out = []
+        for Xc in self.centred:
+            Xu = rep.take(Xc)
+            B = Xu - (rep.counts @ Xu) / rep.n
+            B *= np.sqrt(rep.counts)[:, None]
+            out.append(_top_singular(B, n_components))
+        return out
+
+
+def _top_singular(B: FloatMatrix, n_components: int | None):
+    """Top ``n_components`` (None: all) singular triplets ``(U, s, Vt)`` of ``B``.
+
+    Fast path of the table: eigendecomposition of the smaller of ``BᵀB`` and ``BBᵀ``
+    (like scikit-learn's ``covariance_eigh`` PCA solver).  Accurate for directions
+    with ``s`` above about ``sqrt(size * eps) * s_max``; smaller ones are dropped as
+    numerically null.  Returns None when ``B`` has no variance.
+    """
+    dual = B.shape[0] < B.shape[1]
+    C = B @ B.T if dual else B.T @ B
+    size = C.shape[0]
+    k = size if n_components is None else min(n_components, size)
+    lam, V = linalg.eigh(C, subset_by_index=[size - k, size - 1])
+    lam, V = lam[::-1], V[:, ::-1]
+    if lam[0] <= 0.0:
+        return None
+    keep = lam > lam[0] * size * np.finfo(np.float64).eps
+    s = np.sqrt(lam[keep])
+    V = V[:, keep]
+    if dual:
+        return V, s, (B.T @ V / s).T
+    return B @ V / s, s, V.T
+
+
+def _cka_ratio(cross: np.ndarray, self_a: np.ndarray, self_b: np.ndarray) -> np.ndarray:
+    """``cross / sqrt(self_a ⊗ self_b)``, nan where a self-term is <= 0."""
+    root_a = np.sqrt(np.maximum(self_a, 0.0))
+    root_b = np.sqrt(np.maximum(self_b, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = cross / (root_a[:, None] * root_b[None, :])
+    out[~((self_a > 0.0)[:, None] & (self_b > 0.0)[None, :])] = np.nan
+    return out
+
+
+def _weighted_hsic(SA, MA, SB, MB, counts, n, same):
+    """``n²·HSIC`` between every layer of A and of B on weighted rows, and self-terms.
+
+    With weights ``c`` (Σc = n) the resampled centred kernel is
+    ``K̃ = K - m1ᵀ - 1mᵀ + μ`` with ``m = Kc/n``, ``μ = cᵀm/n``, and
+    ``Σ_ij c_i c_j K̃_ij L̃_ij = Σ_ij c_i c_j K_ij L_ij - 2n Σ_i c_i m_i l_i + n² μ ν``.
+    The first sum is ``SA SBᵀ`` for the packed kernels scaled by
+    ``sqrt(multiplicity)``.
+    """
+    cross = SA @ SA.T if same else SA @ SB.T
+    cross -= 2.0 * n * ((MA * counts) @ MB.T)
+    mu_a = MA @ counts / n
+    mu_b = mu_a if same else MB @ counts / n
+    cross += n * n * np.outer(mu_a, mu_b)
+    if same:
+        diagonal = np.diag(cross).copy()
+        return cross, diagonal, diagonal
+
+    def self_terms(S, M, mu):
+        return _row_sq_norms(S) - 2.0 * n * ((M * M) @ counts) + n * n * mu**2
+
+    return cross, self_terms(SA, MA, mu_a), self_terms(SB, MB, mu_b)
+
+
+class _TableComputation:
+    """Values of every requested metric for every replicate and layer pair."""
+
+    def __init__(self, mats_a, mats_b, metrics, *, n_boot, seed, knn_k, rbf_threshold,
+                 svcca_components, bar) -> None:  # fmt: skip
+        self.same = mats_b is None
+        self.metrics = metrics
+        self.families = {_FAMILY[m] for m in metrics}
+        self.n = mats_a[0].shape[0]
+        self.knn_k = knn_k
+        self.rbf_threshold = rbf_threshold
+        self.svcca_components = svcca_components
+        self.bar = bar
+        packing = _Packing(self.n) if self.families & {"linear", "rbf"} else None
+        self.side_a = _Side(mats_a, self.families, packing, knn_k, bar)
+        self.side_b = self.side_a if self.same else _Side(mats_b, self.families, packing, knn_k, bar)
+        draws = [None, *_bootstrap_draws(self.n, n_boot, seed)]
+        self.replicates = [_Replicate(self.n, d, packing) for d in draws]
+        shape = (len(draws), len(mats_a), len(self.side_b.centred))
+        self.values = {m: np.full(shape, np.nan) for m in metrics}
+        self.problems: dict[str, set[str]] = {m: set() for m in metrics}
+        del packing
+
+    def run(self) -> dict[str, np.ndarray]:
+        last = len(self.replicates) - 1
+        for r, rep in enumerate(self.replicates):
+            if "linear" in self.families:
+                self._linear(r, rep)
+            if "rbf" in self.families:
+                self._rbf(r, rep, reuse=r == last)
+            if "subspace" in self.families:
+                self._subspace(r, rep)
+            rep.pairs = rep.count_sqrt = rep.multiplicity = None  # free memory early
+            self.bar.update(1)
+        if self.families & {"knn", "cosine"}:
+            self._per_row()
+        if self.same:
+            for metric in self.metrics:
+                if metric in SYMMETRIC_METRICS:
+                    upper = np.triu_indices(self.values[metric].shape[1], 1)
+                    for V in self.values[metric]:
+                        V.T[upper] = V[upper]  # one computation per unordered pair
+        return self.values
+
+    def _pairs(self):
+        """Layer pairs to compute: unordered (a <= b) for one set, all for two."""
+        La, Lb = len(self.side_a.centred), len(self.side_b.centred)
+        for a in range(La):
+            for b in range(a if self.same else 0, Lb):
+                yield a, b
+
+    def _note(self, r: int, metric: str, layers, message: str) -> None:
+        if r == 0 and metric in self.problems and len(layers):
+            self.problems[metric].add(message.format(sorted(set(layers))))
+
+    def _linear(self, r: int, rep: _Replicate) -> None:
+        SA, MA, DA = self.side_a.linear_stack(rep)
+        SB, MB, DB = (SA, MA, DA) if self.same else self.side_b.linear_stack(rep)
+        n, c = self.n, rep.counts
+        cross, self_a, self_b = _weighted_hsic(SA, MA, SB, MB, c, n, self.same)
+        if "cka_linear" in self.values:
+            self.values["cka_linear"][r] = _cka_ratio(cross, self_a, self_b)
+            self._note(r, "cka_linear", self._layers(self_a <= 0, self_b <= 0),
+                       "all rows are identical in layers {}")  # fmt: skip
+        if "cka_debiased" in self.values:
+            trace_a, trace_b = DA @ c, DB @ c
+            hsic = _unbiased_hsic(cross, (DA * c) @ DB.T, trace_a[:, None], trace_b[None, :], n)
+            if self.same:
+                hsic_a = hsic_b = np.diag(hsic).copy()
+            else:
+                hsic_a = _unbiased_hsic(self_a, (DA * DA) @ c, trace_a, trace_a, n)
+                hsic_b = _unbiased_hsic(self_b, (DB * DB) @ c, trace_b, trace_b, n)
+            self.values["cka_debiased"][r] = _cka_ratio(hsic, hsic_a, hsic_b)
+            self._note(r, "cka_debiased", self._layers(hsic_a <= 0, hsic_b <= 0),
+                       "the unbiased self-HSIC is <= 0 for layers {}")  # fmt: skip
+
+    def _rbf(self, r: int, rep: _Replicate, reuse: bool) -> None:
+        t = self.rbf_threshold
+        SA, MA, bad_a = self.side_a.rbf_stack(rep, t, reuse)
+        if self.same:
+            SB, MB, bad_b = SA, MA, bad_a
+        else:
+            SB, MB, bad_b = self.side_b.rbf_stack(rep, t, reuse)
+        cross, self_a, self_b = _weighted_hsic(SA, MA, SB, MB, rep.counts, self.n, self.same)
+        self.values["cka_rbf"][r] = _cka_ratio(cross, self_a, self_b)
+        self._note(r, "cka_rbf", self._layers(bad_a, bad_b),
+                   "the median squared distance is 0 (RBF bandwidth 0) for layers {}")  # fmt: skip
+
+    def _subspace(self, r: int, rep: _Replicate) -> None:
+        k = self.svcca_components
+        bases_a = self.side_a.subspaces(rep, k)
+        bases_b = bases_a if self.same else self.side_b.subspaces(rep, k)
+        for a, b in self._pairs():
+            if bases_a[a] is None or bases_b[b] is None:
+                continue
+            (Ua, sa, Vta), (Ub, sb, Vtb) = bases_a[a], bases_b[b]
+            if "svcca" in self.values:
+                # With svcca_components=None SVCCA keeps 99% of the variance (svcca's
+                # default) while PWCCA uses every direction.
+                ka, kb = _n_kept(sa, k, 0.99), _n_kept(sb, k, 0.99)
+                rho = _canonical(Ua[:, :ka], Ub[:, :kb])[0]
+                self.values["svcca"][r, a, b] = rho.mean()
+            if "pwcca" in self.values:
+                rho, A, B = _canonical(Ua, Ub)
+                self.values["pwcca"][r, a, b] = _projection_weights(A, sa, Vta) @ rho
+                if self.same and a != b:  # PWCCA is asymmetric: b's weights from b's side
+                    self.values["pwcca"][r, b, a] = _projection_weights(B, sb, Vtb) @ rho
+        missing = self._layers(
+            np.array([x is None for x in bases_a]), np.array([x is None for x in bases_b])
+        )
+        for metric in ("svcca", "pwcca"):
+            self._note(r, metric, missing, "all rows are identical in layers {}")
+
+    def _per_row(self) -> None:
+        """Cosine and mutual k-NN: weighted means of per-row scores for every replicate.
+
+        For mutual k-NN the neighbourhoods stay those of the original rows and the
+        bootstrap resamples each row's overlap; recomputing neighbours on a resample
+        would make duplicated rows each other's neighbours and inflate the score.
+        """
+        W = np.vstack([rep.weights for rep in self.replicates]) / self.n
+        A, B = self.side_a, self.side_b
+        for a, b in self._pairs():
+            if "cosine" in self.values:
+                if A.unit[a].shape[1] == B.unit[b].shape[1]:
+                    scores = np.einsum("ij,ij->i", A.unit[a], B.unit[b])
+                    self.values["cosine"][:, a, b] = W @ scores
+                else:
+                    self._note(0, "cosine", [a, b] if self.same else [],
+                               "widths differ between some layers, e.g. {}")  # fmt: skip
+                    self.problems["cosine"].add("layer widths differ (matched rows need equal width)")
+            if "mutual_knn" in self.values and A.knn[a] is not None and B.knn[b] is not None:
+                overlap = _knn_overlap(A.knn[a], B.knn[b])
+                self.values["mutual_knn"][:, a, b] = W @ overlap / self.knn_k
+            self.bar.update(0)
+        self._note(0, "mutual_knn",
+                   self._layers(np.array([x is None for x in A.knn]),
+                                np.array([x is None for x in B.knn])),
+                   "clamping at the 0.95 quantile of |x| zeroes layers {}")  # fmt: skip
+        self.bar.update(1)
+
+    def _layers(self, flags_a: np.ndarray, flags_b: np.ndarray) -> list[str]:
+        names = [f"a[{i}]" for i in np.flatnonzero(flags_a)]
+        if not self.same:
+            names += [f"b[{i}]" for i in np.flatnonzero(flags_b)]
+        return names

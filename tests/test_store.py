@@ -1,0 +1,81 @@
+"""The HDF5 feature store: layout, round trip, chunked reading, atomic writes."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from layerwise import store
+from layerwise.encoders import LayerInfo
+
+LAYERS = [LayerInfo("cnn.0", "cnn", 3200.0, 4), LayerInfo("layer.0", "transformer", 50.0, 3),
+          LayerInfo("layer.1", "transformer", 50.0, 3)]
+
+
+def _write(path, n_utts=5, rng=None):
+    rng = rng or np.random.default_rng(0)
+    truth = {}
+    with store.ShardWriter(path, LAYERS, {"layer.0", "layer.1"}, dtype="float32",
+                           attrs={"model_source": "x", "model_revision": None}) as w:
+        for start in range(0, n_utts, 2):
+            ids = [f"u{i}" for i in range(start, min(start + 2, n_utts))]
+            data = {"cnn.0": [rng.standard_normal(4) for _ in ids]}
+            for name in ("layer.0", "layer.1"):
+                data[name] = [rng.standard_normal((3 + int(i[1:]), 3)) for i in ids]
+            for k, u in enumerate(ids):
+                truth[u] = {n: data[n][k] for n in data}
+            w.append(ids, [1000 * (k + 1) for k in range(len(ids))], data)
+    return truth
+
+
+def test_round_trip_and_layout(tmp_path):
+    path = tmp_path / "shard-000.h5"
+    truth = _write(path)
+    with h5py.File(path) as f:
+        assert f.attrs["encoding-type"] == "layerwise-features"
+        assert f.attrs["encoding-version"] == "1.0.0"
+        assert f["layers/layer.1/offsets"][:].tolist() == [0, 3, 7, 12, 18, 25]
+        assert f["layers/cnn.0/frames"].shape == (5, 4)
+        assert f["layers/cnn.0"].attrs["storage"] == "mean"
+        assert f["layers/layer.0"].attrs["frame_rate_hz"] == 50.0
+    fs = store.open(path)
+    assert fs.layers == ["cnn.0", "layer.0", "layer.1"]
+    assert fs.utt_ids == [f"u{i}" for i in range(5)]
+    for u, layers in truth.items():
+        for name, arr in layers.items():
+            np.testing.assert_allclose(fs.frames(name, u), np.reshape(arr, (-1, arr.shape[-1])),
+                                       rtol=1e-6)
+
+
+def test_iter_chunks_bounded_and_complete(tmp_path):
+    truth = _write(tmp_path / "shard-000.h5", n_utts=9)
+    _write(tmp_path / "shard-001.h5", n_utts=0)
+    fs = store.open(tmp_path)
+    seen = {}
+    for ids, rows, offsets in fs.iter_chunks("layer.1", max_rows=20):
+        assert rows.shape[0] <= 20 or len(ids) == 1
+        for j, u in enumerate(ids):
+            seen[u] = rows[offsets[j] : offsets[j + 1]]
+    assert set(seen) == set(truth)
+    for u in truth:
+        np.testing.assert_allclose(seen[u], truth[u]["layer.1"], rtol=1e-6)
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    path = tmp_path / "shard-000.h5"
+    with pytest.raises(RuntimeError):
+        with store.ShardWriter(path, LAYERS, set()) as w:
+            w.append(["a"], [10], {n.name: [np.zeros(n.dim)] for n in LAYERS})
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_errors_name_the_key(tmp_path):
+    _write(tmp_path / "shard-000.h5")
+    fs = store.open(tmp_path / "shard-000.h5")
+    with pytest.raises(store.StoreError, match="layers/layer.9"):
+        fs.frames("layer.9", "u0")
+    (tmp_path / "other.h5").write_bytes(b"nope")
+    with pytest.raises(store.StoreError, match="other.h5"):
+        store.open(tmp_path / "other.h5")
