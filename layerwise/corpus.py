@@ -176,7 +176,7 @@ def assign_shards(groups: Iterable[int], durations: Iterable[float], n_shards: i
     """Balanced, stable shard numbers for whole groups, by bounded-load rendezvous hashing.
 
     Each group ranks the shards by ``hash(group, shard)`` and takes its best-ranked shard that
-    is not yet full (capacity: a fair share of the total duration plus the largest group).
+    stays within 2 % of a fair share of the total duration, or else the least loaded shard.
     Groups are placed in hash order, so adding files moves few groups, while no shard holds
     much more audio than another.
     """
@@ -186,7 +186,7 @@ def assign_shards(groups: Iterable[int], durations: Iterable[float], n_shards: i
         return np.zeros(len(groups), dtype=int)
     keys, inverse = np.unique(groups, return_inverse=True)
     per_group = np.bincount(inverse, weights=durations)
-    capacity = per_group.sum() / n_shards + per_group.max()
+    capacity = 1.02 * per_group.sum() / n_shards
     load = np.zeros(n_shards)
     shard_of = np.zeros(len(keys), dtype=int)
     for g in sorted(range(len(keys)), key=lambda k: _hash(str(keys[k]))):

@@ -1405,11 +1405,16 @@ def _weighted_hsic(SA, MA, SB, MB, counts, n, same):
 
 
 class _TableComputation:
-    """Values of every requested metric for every replicate and layer pair."""
+    """Values of every requested metric for every replicate and layer pair.
 
-    def __init__(self, mats_a, mats_b, metrics, *, n_boot, seed, knn_k, rbf_threshold,
-                 svcca_components, bar) -> None:  # fmt: skip
+    ``values[metric]`` has shape ``(1 + n_boot, L_a, L_b)``; index 0 is the point
+    estimate.  ``problems[metric]`` collects why point estimates are nan.
+    """
+
+    def __init__(self, mats_a, mats_b, labels_a, labels_b, metrics, *, n_boot, seed, knn_k,
+                 rbf_threshold, svcca_components, bar) -> None:
         self.same = mats_b is None
+        self.labels_a, self.labels_b = labels_a, labels_b
         self.metrics = metrics
         self.families = {_FAMILY[m] for m in metrics}
         self.n = mats_a[0].shape[0]
@@ -1422,10 +1427,9 @@ class _TableComputation:
         self.side_b = self.side_a if self.same else _Side(mats_b, self.families, packing, knn_k, bar)
         draws = [None, *_bootstrap_draws(self.n, n_boot, seed)]
         self.replicates = [_Replicate(self.n, d, packing) for d in draws]
-        shape = (len(draws), len(mats_a), len(self.side_b.centred))
+        shape = (len(draws), len(labels_a), len(labels_b))
         self.values = {m: np.full(shape, np.nan) for m in metrics}
         self.problems: dict[str, set[str]] = {m: set() for m in metrics}
-        del packing
 
     def run(self) -> dict[str, np.ndarray]:
         last = len(self.replicates) - 1
@@ -1440,24 +1444,27 @@ class _TableComputation:
             self.bar.update(1)
         if self.families & {"knn", "cosine"}:
             self._per_row()
+            self.bar.update(1)
         if self.same:
-            for metric in self.metrics:
-                if metric in SYMMETRIC_METRICS:
-                    upper = np.triu_indices(self.values[metric].shape[1], 1)
-                    for V in self.values[metric]:
-                        V.T[upper] = V[upper]  # one computation per unordered pair
+            upper = np.triu_indices(len(self.labels_a), 1)
+            for metric in SYMMETRIC_METRICS & set(self.metrics):
+                for V in self.values[metric]:
+                    V.T[upper] = V[upper]  # one computation per unordered pair, both orders
         return self.values
 
     def _pairs(self):
-        """Layer pairs to compute: unordered (a <= b) for one set, all for two."""
-        La, Lb = len(self.side_a.centred), len(self.side_b.centred)
-        for a in range(La):
-            for b in range(a if self.same else 0, Lb):
+        """Layer pairs to compute: unordered (a <= b) for one set of layers, all for two."""
+        for a in range(len(self.labels_a)):
+            for b in range(a if self.same else 0, len(self.labels_b)):
                 yield a, b
 
-    def _note(self, r: int, metric: str, layers, message: str) -> None:
-        if r == 0 and metric in self.problems and len(layers):
-            self.problems[metric].add(message.format(sorted(set(layers))))
+    def _note(self, r: int, metric: str, bad_a, bad_b, reason: str) -> None:
+        """Record, for the point estimate, which layers make ``metric`` undefined."""
+        bad = [self.labels_a[i] for i in np.flatnonzero(bad_a)]
+        if not self.same:
+            bad += [self.labels_b[i] for i in np.flatnonzero(bad_b)]
+        if r == 0 and bad:
+            self.problems[metric].add(f"{reason} ({', '.join(bad)})")
 
     def _linear(self, r: int, rep: _Replicate) -> None:
         SA, MA, DA = self.side_a.linear_stack(rep)
@@ -1466,8 +1473,7 @@ class _TableComputation:
         cross, self_a, self_b = _weighted_hsic(SA, MA, SB, MB, c, n, self.same)
         if "cka_linear" in self.values:
             self.values["cka_linear"][r] = _cka_ratio(cross, self_a, self_b)
-            self._note(r, "cka_linear", self._layers(self_a <= 0, self_b <= 0),
-                       "all rows are identical in layers {}")  # fmt: skip
+            self._note(r, "cka_linear", self_a <= 0, self_b <= 0, "all rows are identical")
         if "cka_debiased" in self.values:
             trace_a, trace_b = DA @ c, DB @ c
             hsic = _unbiased_hsic(cross, (DA * c) @ DB.T, trace_a[:, None], trace_b[None, :], n)
@@ -1477,8 +1483,7 @@ class _TableComputation:
                 hsic_a = _unbiased_hsic(self_a, (DA * DA) @ c, trace_a, trace_a, n)
                 hsic_b = _unbiased_hsic(self_b, (DB * DB) @ c, trace_b, trace_b, n)
             self.values["cka_debiased"][r] = _cka_ratio(hsic, hsic_a, hsic_b)
-            self._note(r, "cka_debiased", self._layers(hsic_a <= 0, hsic_b <= 0),
-                       "the unbiased self-HSIC is <= 0 for layers {}")  # fmt: skip
+            self._note(r, "cka_debiased", hsic_a <= 0, hsic_b <= 0, "unbiased self-HSIC <= 0")
 
     def _rbf(self, r: int, rep: _Replicate, reuse: bool) -> None:
         t = self.rbf_threshold
@@ -1489,8 +1494,7 @@ class _TableComputation:
             SB, MB, bad_b = self.side_b.rbf_stack(rep, t, reuse)
         cross, self_a, self_b = _weighted_hsic(SA, MA, SB, MB, rep.counts, self.n, self.same)
         self.values["cka_rbf"][r] = _cka_ratio(cross, self_a, self_b)
-        self._note(r, "cka_rbf", self._layers(bad_a, bad_b),
-                   "the median squared distance is 0 (RBF bandwidth 0) for layers {}")  # fmt: skip
+        self._note(r, "cka_rbf", bad_a, bad_b, "median squared distance 0, RBF bandwidth 0")
 
     def _subspace(self, r: int, rep: _Replicate) -> None:
         k = self.svcca_components
@@ -1502,26 +1506,24 @@ class _TableComputation:
             (Ua, sa, Vta), (Ub, sb, Vtb) = bases_a[a], bases_b[b]
             if "svcca" in self.values:
                 # With svcca_components=None SVCCA keeps 99% of the variance (svcca's
-                # default) while PWCCA uses every direction.
+                # default) while PWCCA uses every direction (pwcca's default).
                 ka, kb = _n_kept(sa, k, 0.99), _n_kept(sb, k, 0.99)
-                rho = _canonical(Ua[:, :ka], Ub[:, :kb])[0]
-                self.values["svcca"][r, a, b] = rho.mean()
+                self.values["svcca"][r, a, b] = _canonical(Ua[:, :ka], Ub[:, :kb])[0].mean()
             if "pwcca" in self.values:
                 rho, A, B = _canonical(Ua, Ub)
                 self.values["pwcca"][r, a, b] = _projection_weights(A, sa, Vta) @ rho
-                if self.same and a != b:  # PWCCA is asymmetric: b's weights from b's side
+                if self.same and a != b:  # asymmetric: the reverse order weights by b
                     self.values["pwcca"][r, b, a] = _projection_weights(B, sb, Vtb) @ rho
-        missing = self._layers(
-            np.array([x is None for x in bases_a]), np.array([x is None for x in bases_b])
-        )
-        for metric in ("svcca", "pwcca"):
-            self._note(r, metric, missing, "all rows are identical in layers {}")
+        bad_a = [x is None for x in bases_a]
+        bad_b = [x is None for x in bases_b]
+        for metric in {"svcca", "pwcca"} & set(self.values):
+            self._note(r, metric, bad_a, bad_b, "all rows are identical")
 
     def _per_row(self) -> None:
         """Cosine and mutual k-NN: weighted means of per-row scores for every replicate.
 
         For mutual k-NN the neighbourhoods stay those of the original rows and the
-        bootstrap resamples each row's overlap; recomputing neighbours on a resample
+        bootstrap resamples each row's overlap: recomputing neighbours on a resample
         would make duplicated rows each other's neighbours and inflate the score.
         """
         W = np.vstack([rep.weights for rep in self.replicates]) / self.n
@@ -1531,22 +1533,192 @@ class _TableComputation:
                 if A.unit[a].shape[1] == B.unit[b].shape[1]:
                     scores = np.einsum("ij,ij->i", A.unit[a], B.unit[b])
                     self.values["cosine"][:, a, b] = W @ scores
-                else:
-                    self._note(0, "cosine", [a, b] if self.same else [],
-                               "widths differ between some layers, e.g. {}")  # fmt: skip
-                    self.problems["cosine"].add("layer widths differ (matched rows need equal width)")
+                else:  # same edge case as cosine_matched
+                    self.problems["cosine"].add(
+                        f"widths differ ({self.labels_a[a]}: {A.unit[a].shape[1]}, "
+                        f"{self.labels_b[b]}: {B.unit[b].shape[1]})"
+                    )
             if "mutual_knn" in self.values and A.knn[a] is not None and B.knn[b] is not None:
                 overlap = _knn_overlap(A.knn[a], B.knn[b])
                 self.values["mutual_knn"][:, a, b] = W @ overlap / self.knn_k
-            self.bar.update(0)
-        self._note(0, "mutual_knn",
-                   self._layers(np.array([x is None for x in A.knn]),
-                                np.array([x is None for x in B.knn])),
-                   "clamping at the 0.95 quantile of |x| zeroes layers {}")  # fmt: skip
-        self.bar.update(1)
+        if "mutual_knn" in self.values:
+            self._note(0, "mutual_knn", [x is None for x in A.knn], [x is None for x in B.knn],
+                       "clamping at the 0.95 quantile of |x| zeroes the layer")
 
-    def _layers(self, flags_a: np.ndarray, flags_b: np.ndarray) -> list[str]:
-        names = [f"a[{i}]" for i in np.flatnonzero(flags_a)]
-        if not self.same:
-            names += [f"b[{i}]" for i in np.flatnonzero(flags_b)]
-        return names
+
+def _check_layers(layers: object, name: str) -> tuple[list[str], list[FloatMatrix]]:
+    if not isinstance(layers, Mapping) or not layers:
+        raise ValueError(f"{name} must be a non-empty dict of layer name -> 2-D array")
+    names, mats = [], []
+    for key, value in layers.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{name} keys must be layer names (str), got {key!r}")
+        names.append(key)
+        mats.append(_check_matrix(value, f"{name}[{key!r}]"))
+    return names, mats
+
+
+def similarity_table(
+    layers_a: Mapping[str, ArrayLike],
+    layers_b: Mapping[str, ArrayLike] | None = None,
+    *,
+    metrics: Sequence[str],
+    model_a: str,
+    model_b: str,
+    span: str,
+    pooling: str,
+    n_boot: int = 0,
+    seed: int = 0,
+    knn_k: int = 10,
+    rbf_threshold: float = 0.5,
+    svcca_components: int | None = 20,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Every requested metric for every pair of layers, as a long table.
+
+    Parameters
+    ----------
+    layers_a : dict of str -> array-like of shape (n_samples, n_features_i)
+        Layers of ``model_a`` by name (e.g. ``"cnn.0"``, ``"proj"``, ``"layer.3"``),
+        rows matched across layers (and with ``layers_b``).
+    layers_b : dict of str -> array-like, optional
+        Layers of ``model_b``.  None compares ``layers_a`` with itself: each unordered
+        pair is computed once and written in both orders (except PWCCA, which is
+        asymmetric and computed per order).
+    metrics : list of str
+        Names from :data:`METRICS`.
+    model_a, model_b, span, pooling : str
+        Copied into the identifying columns.
+    n_boot : int, default=0
+        Bootstrap replicates for the 95% percentile intervals; 0 leaves ``ci_low`` and
+        ``ci_high`` nan.  All pairs and metrics share the same draws, those of
+        :func:`bootstrap_ci` with the same ``seed`` - so each interval equals
+        ``bootstrap_ci(metric, X, Y, n_boot=n_boot, seed=seed)`` (mutual k-NN excepted,
+        see Notes).
+    seed : int, default=0
+    knn_k : int, default=10
+        ``k`` of :func:`mutual_knn` (clamp quantile 0.95).
+    rbf_threshold : float, default=0.5
+        ``threshold`` of :func:`cka_rbf`.
+    svcca_components : int or None, default=20
+        ``n_components`` of :func:`svcca` and, to keep PWCCA at O(k³) per pair, also of
+        :func:`pwcca`.  None: SVCCA keeps 99% of the variance and PWCCA every direction.
+    progress : bool, default=True
+        Show a tqdm progress bar on stderr.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`TABLE_COLUMNS` = ``model_a, layer_a, model_b, layer_b, span,
+        pooling, metric, value, ci_low, ci_high, n_rows``, one row per metric and
+        ordered layer pair.  Undefined values are nan, with one
+        :class:`UndefinedSimilarityWarning` per metric saying why.
+
+    Notes
+    -----
+    Values equal the metric functions' (up to rounding), but are computed much
+    faster: per layer the centred data, its packed n x n Gram matrix and squared
+    distances, kNN index sets and unit rows are computed once; the kernel metrics of
+    all layer pairs then come from one product of stacked packed kernels, SVCCA and
+    PWCCA from one small eigendecomposition per layer (of the smaller Gram matrix, as
+    scikit-learn's ``covariance_eigh`` PCA solver does) and a k x k SVD per pair.
+    Bootstrap replicates reuse these, weighting the distinct drawn rows by how often
+    they were drawn instead of rebuilding resampled matrices.  Kernel metrics hold
+    about ``8 * n² / 2`` bytes per layer and kernel (29 MB for n = 2,700).
+
+    For ``mutual_knn`` the interval resamples the per-row neighbourhood overlaps with
+    the neighbourhoods of the original rows: on a resample duplicated rows would be
+    each other's nearest neighbours in both spaces and inflate the score.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> layers = {f"layer.{i}": rng.standard_normal((100, 8)) for i in range(3)}
+    >>> table = similarity_table(layers, metrics=["cka_linear"], model_a="m", model_b="m",
+    ...                          span="utterance", pooling="mean", progress=False)
+    >>> table.shape
+    (9, 11)
+    >>> float(table.query("layer_a == layer_b").value.min())
+    1.0
+    """
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence) or not metrics:
+        raise ValueError(f"metrics must be a non-empty list of metric names, got {metrics!r}")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
+    if len(set(metrics)) != len(metrics):
+        raise ValueError(f"metrics contains duplicates: {list(metrics)}")
+    for label, text in (("model_a", model_a), ("model_b", model_b), ("span", span),
+                        ("pooling", pooling)):
+        if not isinstance(text, str):
+            raise ValueError(f"{label} must be a str, got {text!r}")
+    names_a, mats_a = _check_layers(layers_a, "layers_a")
+    names_b, mats_b = (names_a, None) if layers_b is None else _check_layers(layers_b, "layers_b")
+    n = mats_a[0].shape[0]
+    for name, mats, names in (("layers_a", mats_a, names_a), ("layers_b", mats_b or [], names_b)):
+        for key, M in zip(names, mats, strict=False):
+            if M.shape[0] != n:
+                raise ValueError(
+                    f"{name}[{key!r}] has {M.shape[0]} rows but {names_a[0]!r} of layers_a "
+                    f"has {n}; rows must be matched samples"
+                )
+    min_rows = 4 if "cka_debiased" in metrics else 2
+    if n < min_rows:
+        raise ValueError(f"the layers need at least {min_rows} rows, got {n}")
+    n_boot = _check_int(n_boot, "n_boot", low=0)
+    seed = _check_int(seed, "seed", low=0)
+    if "mutual_knn" in metrics:
+        knn_k = _check_int(knn_k, "knn_k", low=1, high=n - 1)
+    rbf_threshold = _check_real(rbf_threshold, "rbf_threshold", low=0.0, low_open=True)
+    if svcca_components is not None:
+        svcca_components = _check_int(svcca_components, "svcca_components", low=1)
+
+    labels_a = [f"{model_a}:{name}" for name in names_a]
+    labels_b = [f"{model_b}:{name}" for name in names_b]
+    steps = len(mats_a) + len(mats_b or []) + 1 + n_boot + 1
+    with tqdm(total=steps, desc=f"similarity {model_a} vs {model_b}", file=sys.stderr,
+              disable=not progress, leave=False) as bar:
+        computation = _TableComputation(
+            mats_a, mats_b, labels_a, labels_b, list(metrics), n_boot=n_boot, seed=seed,
+            knn_k=knn_k, rbf_threshold=rbf_threshold, svcca_components=svcca_components,
+            bar=bar,
+        )
+        values = computation.run()
+
+    La, Lb = len(names_a), len(names_b)
+    frames = []
+    for metric in metrics:
+        V = values[metric]
+        if n_boot:
+            low, high = _percentile_interval(V[1:], 0.95)
+        else:
+            low = high = np.full((La, Lb), np.nan)
+        undefined = int(np.isnan(V[0]).sum())
+        if undefined:
+            reasons = "; ".join(sorted(computation.problems[metric])) or "see its docstring"
+            warnings.warn(
+                f"{metric} is undefined (nan) for {undefined} of {La * Lb} layer pairs: "
+                f"{reasons}",
+                UndefinedSimilarityWarning,
+                stacklevel=2,
+            )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model_a": model_a,
+                    "layer_a": np.repeat(names_a, Lb),
+                    "model_b": model_b,
+                    "layer_b": np.tile(names_b, La),
+                    "span": span,
+                    "pooling": pooling,
+                    "metric": metric,
+                    "value": V[0].ravel(),
+                    "ci_low": low.ravel(),
+                    "ci_high": high.ravel(),
+                    "n_rows": np.full(La * Lb, n, dtype=np.int64),
+                },
+                columns=list(TABLE_COLUMNS),
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
