@@ -11,6 +11,8 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/audio.smk"
 include: "rules/extract.smk"
+include: "rules/pool.smk"
+include: "rules/analyse.smk"
 
 
 rule all:

@@ -102,20 +102,7 @@ class ConvFrontEncoder(SpeechEncoder):
         return self.model.feature_extractor.conv_layers
 
     def _layers(self) -> list[LayerInfo]:
-        cfg = self.model.config
-        layers, stride = [], 1
-        for i, (dim, s) in enumerate(zip(cfg.conv_dim, cfg.conv_stride)):
-            stride *= s
-            layers.append(LayerInfo(f"cnn.{i}", "cnn", self.sample_rate / stride, dim))
-        rate = self.sample_rate / stride
-        if hasattr(self.model, "feature_projection"):
-            layers.append(LayerInfo("proj", "projection", rate, cfg.hidden_size))
-        squeeze = getattr(cfg, "squeeze_factor", 1)  # SEW pools inside the encoder
-        for i in range(cfg.num_hidden_layers + 1):
-            last = i == cfg.num_hidden_layers
-            layer_rate = rate if (squeeze == 1 or last) else rate / squeeze
-            layers.append(LayerInfo(f"layer.{i}", "transformer", layer_rate, cfg.hidden_size))
-        return layers
+        return conv_front_layers(self.model.config, self.sample_rate)
 
     def conv_lengths(self, n_samples: int) -> list[int]:
         """Valid output frames of each conv block for ``n_samples`` input samples."""
@@ -195,17 +182,7 @@ class WhisperEncoder(SpeechEncoder):
         return self.model.encoder if hasattr(self.model, "encoder") else self.model
 
     def _layers(self) -> list[LayerInfo]:
-        cfg = self.model.config
-        hop = self.fe.hop_length
-        mel_rate = self.sample_rate / hop
-        return [
-            LayerInfo("cnn.0", "cnn", mel_rate, cfg.d_model),
-            LayerInfo("cnn.1", "cnn", mel_rate / 2, cfg.d_model),
-            *(
-                LayerInfo(f"layer.{i}", "transformer", mel_rate / 2, cfg.d_model)
-                for i in range(cfg.encoder_layers + 1)
-            ),
-        ]
+        return whisper_layers(self.model.config, self.fe)
 
     def cost_seconds(self, n_samples: int) -> float:
         chunks = max(1, math.ceil(n_samples / (WHISPER_CHUNK_SECONDS * self.sample_rate)))
@@ -256,6 +233,47 @@ class WhisperEncoder(SpeechEncoder):
         return out
 
 
+def conv_front_layers(cfg, sample_rate: int) -> list[LayerInfo]:
+    """Layers of a wav2vec2-style model, from its config alone."""
+    layers, stride = [], 1
+    for i, (dim, s) in enumerate(zip(cfg.conv_dim, cfg.conv_stride, strict=True)):
+        stride *= s
+        layers.append(LayerInfo(f"cnn.{i}", "cnn", sample_rate / stride, dim))
+    rate = sample_rate / stride
+    if cfg.model_type not in ("sew", "sew-d") or cfg.conv_dim[-1] != cfg.hidden_size:
+        layers.append(LayerInfo("proj", "projection", rate, cfg.hidden_size))
+    squeeze = getattr(cfg, "squeeze_factor", 1)  # SEW pools inside the encoder
+    for i in range(cfg.num_hidden_layers + 1):
+        last = i == cfg.num_hidden_layers
+        layer_rate = rate if (squeeze == 1 or last) else rate / squeeze
+        layers.append(LayerInfo(f"layer.{i}", "transformer", layer_rate, cfg.hidden_size))
+    return layers
+
+
+def whisper_layers(cfg, feature_extractor) -> list[LayerInfo]:
+    """Layers of Whisper's encoder: two convs and the transformer stack."""
+    mel_rate = feature_extractor.sampling_rate / feature_extractor.hop_length
+    return [
+        LayerInfo("cnn.0", "cnn", mel_rate, cfg.d_model),
+        LayerInfo("cnn.1", "cnn", mel_rate / 2, cfg.d_model),
+        *(
+            LayerInfo(f"layer.{i}", "transformer", mel_rate / 2, cfg.d_model)
+            for i in range(cfg.encoder_layers + 1)
+        ),
+    ]
+
+
+def describe(model_dir: str, *, revision: str | None = None) -> list[LayerInfo]:
+    """A model's layers from its config and feature extractor, without loading weights."""
+    from transformers import AutoConfig, AutoFeatureExtractor
+
+    cfg = AutoConfig.from_pretrained(model_dir, revision=revision)
+    fe = AutoFeatureExtractor.from_pretrained(model_dir, revision=revision)
+    if cfg.model_type == "whisper":
+        return whisper_layers(cfg, fe)
+    return conv_front_layers(cfg, int(getattr(fe, "sampling_rate", 16000)))
+
+
 class _Hook:
     """A hook handle usable as a context manager."""
 
@@ -295,3 +313,18 @@ def select_layers(layers: Sequence[LayerInfo], spec: Sequence[str]) -> list[str]
             raise ValueError(f"extract.layers: layer {item!r} does not exist ({', '.join(names)})")
         chosen.update(group)
     return [n for n in names if n in chosen]
+
+
+def layer_table(model_dir: str, *, revision: str | None, layers: Sequence[str],
+                frames: Sequence[str]):
+    """The extracted layers of a model as a table: name, kind, frame_rate_hz, dim, storage."""
+    import pandas as pd
+
+    infos = describe(model_dir, revision=revision)
+    names = select_layers(infos, layers)
+    framed = set(select_layers(infos, frames))
+    return pd.DataFrame(
+        [(i.name, i.kind, i.frame_rate_hz, i.dim, "frames" if i.name in framed else "mean")
+         for i in infos if i.name in names],
+        columns=["name", "kind", "frame_rate_hz", "dim", "storage"],
+    )

@@ -1,5 +1,7 @@
 # Config validation (schema, then checks that need the file system), paths and input functions.
 import re
+
+import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -23,9 +25,23 @@ SHARDS = [f"{i:03d}" for i in range(config["corpus"]["shards"])]
 MODELS = {m["name"]: m for m in config["models"]}
 
 
+SPAN_POOLINGS = [
+    f"{span}-{pooling}"
+    for span in config["pool"]["spans"]
+    for pooling in (["mean"] if span == "frame" else config["pool"]["poolings"])
+]
+ANALYSES = ["similarity", "probes", "convexity", "clustering", "featstats", "embed"]
+
+
 wildcard_constraints:
     shard=r"\d{3}",
     model="|".join(re.escape(m) for m in MODELS),
+    model_a="|".join(re.escape(m) for m in MODELS),
+    model_b="|".join(re.escape(m) for m in MODELS),
+    span="utterance|word|phone|frame",
+    pooling="mean|meanstd|max|center|first|last|middle",
+    layer=r"cnn\.\d+|proj|layer\.\d+",
+    analysis="|".join(ANALYSES),
 
 
 def model_dir(model):
@@ -70,7 +86,53 @@ def rejection_records():
     )
 
 
-def all_outputs():
-    return [f"{OUT}/summary.txt", f"{OUT}/rejected.tsv"] + [
-        h5 for m in MODELS for h5 in features(m)
+def analysis_params(name):
+    """The config section of one analysis (what changes its numbers)."""
+    return dict(config["analysis"][name])
+
+
+def layer_names(model, span, pooling):
+    """Layers that can be pooled this way (known once the model_layers checkpoint ran).
+
+    Layers stored only as utterance means support the utterance-mean pooling alone.
+    """
+    table = pd.read_csv(checkpoints.model_layers.get(model=model).output[0], sep="\t")
+    if (span, pooling) != ("utterance", "mean"):
+        table = table[table["storage"] == "frames"]
+    return list(table["name"])
+
+
+def pooled_layers(wildcards, model=None):
+    """Input function: every pooled layer matrix of one model for one (span, pooling)."""
+    model = model or wildcards.model
+    span, pooling = wildcards.span, wildcards.pooling
+    return [
+        f"{OUT}/pooled/{model}/{span}-{pooling}/{layer}.npy"
+        for layer in layer_names(model, span, pooling)
     ]
+
+
+def model_pairs():
+    names = list(MODELS)
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def tables():
+    """Every analysis table of the run."""
+    out = expand(
+        f"{OUT}/tables/{{model}}/{{analysis}}-{{sp}}.tsv",
+        model=MODELS,
+        analysis=ANALYSES,
+        sp=SPAN_POOLINGS,
+    )
+    if config["analysis"]["cross_model"]:
+        out += [
+            f"{OUT}/tables/cross/{a}--{b}/similarity-{sp}.tsv"
+            for a, b in model_pairs()
+            for sp in SPAN_POOLINGS
+        ]
+    return out
+
+
+def all_outputs():
+    return [f"{OUT}/summary.txt", f"{OUT}/rejected.tsv"] + tables()

@@ -1,0 +1,125 @@
+"""The analyses the workflow runs on pooled matrices, behind one call each.
+
+Each analysis takes every layer of one model for one (span, pooling) — all on the same rows,
+described by the pool index — and returns a tidy table (see the README for columns). The
+workflow's ``analyse_*`` rules call :func:`run`; cross-model similarity first aligns the rows of
+two models (:func:`align_rows`), since a file one model rejected is missing from its index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from layerwise.store import layer_sort_key
+from layerwise.tables import read_tsv
+
+NAMES = ("similarity", "probes", "convexity", "clustering", "featstats", "embed")
+UNIT_LABELS = {"word": ["word"], "phone": ["phone"], "frame": ["word", "phone"], "utterance": []}
+
+
+def load_pooled(index_path: str | Path, layer_paths: Sequence[str | Path]
+                ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The pool index and ``{layer: matrix}`` in model layer order."""
+    index = read_tsv(index_path, dtype=str, keep_default_na=False)
+    layers = {Path(p).stem: np.load(p) for p in layer_paths}
+    return index, {k: layers[k] for k in sorted(layers, key=layer_sort_key)}
+
+
+def label_columns(index: pd.DataFrame, labels: Sequence[str], span: str) -> list[str]:
+    """Corpus labels plus the unit labels of the span, keeping those with ≥ 2 classes."""
+    cols = [c for c in [*labels, *UNIT_LABELS[span]] if c in index.columns]
+    return [c for c in cols if index[c].replace("", np.nan).dropna().nunique() >= 2]
+
+
+def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model: str, span: str,
+        pooling: str, labels: Sequence[str], params: dict, seed: int = 0) -> pd.DataFrame:
+    """Run analysis ``name`` (one of :data:`NAMES`) with its config section ``params``."""
+    ctx = {"model": model, "span": span, "pooling": pooling}
+    cols = label_columns(index, labels, span)
+    if name == "similarity":
+        from layerwise.similarity import similarity_table
+
+        return similarity_table(layers, None, model_a=model, model_b=model, span=span,
+                                pooling=pooling, seed=seed, **params)
+    if name == "featstats":
+        from layerwise.featstats import featstats_table
+
+        return featstats_table(layers, model=model, seed=seed, **params)
+    labeled = _rows_with_labels(index, cols)
+    sub_layers = {k: v[labeled] for k, v in layers.items()}
+    sub_index = index.iloc[labeled].reset_index(drop=True)
+    if name == "probes":
+        from layerwise.probes import probe_table
+
+        group = params.get("group")
+        return probe_table(sub_layers, sub_index, label_columns=cols, seed=seed,
+                           probe=params.get("probe", "logreg"), folds=params.get("folds", 5),
+                           group=group if group in sub_index.columns else None, **ctx)
+    if name == "convexity":
+        from layerwise.convexity import convexity_table
+
+        return convexity_table(sub_layers, sub_index, label_columns=cols, seed=seed, **params, **ctx)
+    if name == "clustering":
+        from layerwise.clustering import clustering_table
+
+        return clustering_table(sub_layers, sub_index, label_columns=cols, seed=seed, **params,
+                                **ctx)
+    if name == "embed":
+        from layerwise.embed import embedding_table, select_layers
+
+        chosen = select_layers(list(layers), params.get("layers", ["first", "middle", "last"]))
+        return embedding_table(layers, index[cols] if cols else index[["utt_id"]],
+                               layers_to_embed=chosen, methods=tuple(params.get("methods", ())),
+                               seed=seed, max_rows=params.get("max_rows", 5000), **ctx)
+    raise ValueError(f"unknown analysis {name!r}; known: {', '.join(NAMES)}")
+
+
+def _rows_with_labels(index: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
+    """Rows whose unit labels are known (frames outside any word carry an empty label)."""
+    if not cols:
+        return np.arange(len(index))
+    known = np.ones(len(index), dtype=bool)
+    for c in cols:
+        known &= index[c].fillna("").astype(str).ne("").to_numpy()
+    return np.flatnonzero(known)
+
+
+def align_rows(index_a: pd.DataFrame, index_b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers of the units present in both indexes, in A's order.
+
+    Units are matched on (utt_id, start_s, end_s). Both models' frame spans are sampled on their
+    own transformer frame grid, so for frames the match is to the nearest time in the same
+    utterance (models of different frame rates are thereby aligned in time).
+    """
+    key = ["utt_id", "start_s", "end_s"]
+    a = index_a[key].assign(ra=np.arange(len(index_a)))
+    b = index_b[key].assign(rb=np.arange(len(index_b)))
+    merged = a.merge(b, on=key, how="inner")
+    if len(merged) or "word" not in index_a.columns or "phone" not in index_a.columns:
+        return merged["ra"].to_numpy(), merged["rb"].to_numpy()
+    # frame span: nearest time within the same utterance
+    ra, rb = [], []
+    for utt, ga in a.groupby("utt_id", sort=False):
+        gb = b[b["utt_id"] == utt]
+        if gb.empty:
+            continue
+        tb = gb["start_s"].astype(float).to_numpy()
+        for t, r in zip(ga["start_s"].astype(float), ga["ra"], strict=True):
+            ra.append(r)
+            rb.append(gb["rb"].iloc[int(np.argmin(np.abs(tb - t)))])
+    return np.array(ra, dtype=int), np.array(rb, dtype=int)
+
+
+def cross_similarity(index_a, layers_a, index_b, layers_b, *, model_a: str, model_b: str,
+                     span: str, pooling: str, params: dict, seed: int = 0) -> pd.DataFrame:
+    """Every layer of model A against every layer of model B on the units both have."""
+    from layerwise.similarity import similarity_table
+
+    ra, rb = align_rows(index_a, index_b)
+    return similarity_table({k: v[ra] for k, v in layers_a.items()},
+                            {k: v[rb] for k, v in layers_b.items()}, model_a=model_a,
+                            model_b=model_b, span=span, pooling=pooling, seed=seed, **params)

@@ -1,0 +1,13 @@
+"""Snakemake adapter: one analysis over every layer of one model, one (span, pooling)."""
+
+from layerwise import analyses, logs
+from layerwise.tables import write_tsv
+
+log = logs.to_file(snakemake.log[0], threads=snakemake.threads)
+w = snakemake.wildcards
+index, layers = analyses.load_pooled(snakemake.input.index, snakemake.input.layers)
+table = analyses.run(w.analysis, index, layers, model=w.model, span=w.span, pooling=w.pooling,
+                     labels=snakemake.params.labels or [], params=snakemake.params.settings,
+                     seed=snakemake.params.seed)
+write_tsv(table, snakemake.output[0])
+log.info("%s: %d rows", w.analysis, len(table))
