@@ -1,0 +1,105 @@
+"""The workflow end to end on a LibriSpeech-layout tree with bad files among good ones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from corpora import librispeech_tree
+
+from layerwise import store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir: Path, *targets: str, extra=()) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+           str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *extra,
+           *targets]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Run the whole default DAG once on a small corpus with two tiny models."""
+    wd = tmp_path_factory.mktemp("wf")
+    tree = librispeech_tree(wd / "corpus")
+    (wd / "speakers.tsv").write_text("speaker\taccent\n101\tus\n202\tgb\n303\tus\n")
+    config = {
+        "results": "out",
+        "corpus": {"name": "t", "source": "librispeech", "path": "corpus/dev-clean", "shards": 2,
+                   "batch_groups": 4, "labels": ["speaker", "gender", "accent"],
+                   "label_table": {"path": "speakers.tsv", "on": "speaker"}},
+        "models": [{"name": "w2v", "source": "random:tiny-wav2vec2"},
+                   {"name": "wh", "source": "random:tiny-whisper"}],
+        "extract": {"batch_seconds": 6},
+        "pool": {"spans": ["utterance"], "poolings": ["mean"]},
+        "analysis": {"similarity": {"n_boot": 2}, "probes": {"folds": 2},
+                     "embed": {"methods": ["pca"]}},
+    }
+    (wd / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(wd)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return wd, tree, proc
+
+
+def test_every_good_file_kept_every_bad_file_rejected(run):
+    wd, tree, proc = run
+    out = wd / "out" / "t"
+    manifest = pd.read_csv(out / "manifest.tsv", sep="\t", dtype=str)
+    kept = set()
+    for shard in ("000", "001"):
+        table = pd.read_csv(out / "wav" / f"shard-{shard}.tsv", sep="\t", dtype=str)
+        assert all(Path(p).exists() for p in table["path"])
+        kept |= set(table["utt_id"])
+    assert kept == set(tree["good"])
+    assert set(manifest["accent"].dropna()) == {"us", "gb"}
+    rejected = pd.read_csv(out / "rejected.tsv", sep="\t")
+    assert sorted(Path(p).name for p in rejected["path"]) == sorted(tree["bad"])
+    for name, fragment in tree["bad"].items():
+        reason = rejected.loc[rejected["path"].str.endswith(name), "reason"].item()
+        assert fragment.split()[0] in reason or not fragment, reason
+    summary = (out / "summary.txt").read_text()
+    assert "rejected:       5 files" in summary
+    assert "rejected" in proc.stdout + proc.stderr  # the final summary is printed
+
+
+def test_features_cover_every_kept_utterance(run):
+    wd, tree, _ = run
+    fs = store.open(wd / "out" / "t" / "features" / "w2v")
+    assert sorted(fs.utt_ids) == sorted(tree["good"])
+    assert fs.layers[:3] == ["cnn.0", "cnn.1", "cnn.2"] and fs.layers[-1] == "layer.2"
+    x = fs.frames("layer.2", tree["good"][0])
+    assert x.shape[1] == 32 and np.isfinite(x).all()
+    wh = store.open(wd / "out" / "t" / "features" / "wh")
+    assert wh.attrs["model_type"] == "whisper"
+
+
+def test_tables_have_the_documented_columns(run):
+    wd, _, _ = run
+    tables = wd / "out" / "t" / "tables"
+    sim = pd.read_csv(tables / "w2v" / "similarity-utterance-mean.tsv", sep="\t")
+    assert list(sim.columns) == ["model_a", "layer_a", "model_b", "layer_b", "span", "pooling",
+                                 "metric", "value", "ci_low", "ci_high", "n_rows"]
+    probes = pd.read_csv(tables / "w2v" / "probes-utterance-mean.tsv", sep="\t")
+    assert set(probes["label"]) >= {"speaker", "gender"}
+    cross = pd.read_csv(tables / "cross" / "w2v--wh" / "similarity-utterance-mean.tsv", sep="\t")
+    assert set(cross["model_b"]) == {"wh"}
+
+
+def test_rerun_is_a_no_op_and_edits_rebuild_only_what_is_stale(run):
+    wd, _, _ = run
+    proc = snakemake(wd, extra=["-n"])
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    # a changed analysis parameter reruns that analysis, not extraction
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    cfg["analysis"]["probes"]["folds"] = 3
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(wd, extra=["-n", "--quiet", "rules"])
+    text = proc.stdout + proc.stderr
+    assert "analyse" in text and "extract_features" not in text
