@@ -26,7 +26,8 @@ def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
 
 def read_tsv(path: str | Path, **kwargs) -> pd.DataFrame:
     """Read a table written by :func:`write_tsv` (label columns stay strings)."""
-    return pd.read_csv(path, sep="\t", keep_default_na=True, **kwargs)
+    kwargs.setdefault("keep_default_na", True)
+    return pd.read_csv(path, sep="\t", **kwargs)
 
 
 def rejected_frame(rows: Iterable[tuple[str, str, str]] = ()) -> pd.DataFrame:

@@ -8,13 +8,15 @@ rule analyse:
         layers=pooled_layers,
     output:
         f"{OUT}/tables/{{model}}/{{analysis}}-{{span}}-{{pooling}}.tsv",
+    log:
+        f"{LOGS}/analyse/{{model}}-{{analysis}}-{{span}}-{{pooling}}.log",
+    conda:
+        "../envs/layerwise.yaml"
+    threads: 2
     params:
         settings=lambda wc: analysis_params(wc.analysis),
         labels=config["corpus"]["labels"],
         seed=config["seed"],
-    threads: 2
-    log:
-        f"{LOGS}/analyse/{{model}}-{{analysis}}-{{span}}-{{pooling}}.log",
     script:
         "../scripts/analyse.py"
 
@@ -27,11 +29,13 @@ rule analyse_cross:
         layers_b=lambda wc: pooled_layers(wc, wc.model_b),
     output:
         f"{OUT}/tables/cross/{{model_a}}--{{model_b}}/similarity-{{span}}-{{pooling}}.tsv",
+    log:
+        f"{LOGS}/analyse_cross/{{model_a}}--{{model_b}}-{{span}}-{{pooling}}.log",
+    conda:
+        "../envs/layerwise.yaml"
+    threads: 2
     params:
         settings=lambda wc: analysis_params("similarity"),
         seed=config["seed"],
-    threads: 2
-    log:
-        f"{LOGS}/analyse_cross/{{model_a}}--{{model_b}}-{{span}}-{{pooling}}.log",
     script:
         "../scripts/analyse_cross.py"

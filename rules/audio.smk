@@ -6,11 +6,13 @@ rule corpus_scan:
         manifest=f"{OUT}/manifest.tsv",
         alignments=f"{OUT}/alignments.tsv",
         rejected=f"{OUT}/scan.rejected.tsv",
+    log:
+        f"{LOGS}/corpus_scan.log",
+    conda:
+        "../envs/layerwise.yaml"
     params:
         corpus=config["corpus"],
         hf_audio_dir=f"{OUT}/hf_audio",
-    log:
-        f"{LOGS}/corpus_scan.log",
     script:
         "../scripts/corpus_scan.py"
 
@@ -22,10 +24,12 @@ rule audio_shard:
         wav=directory(f"{OUT}/wav/shard-{{shard}}"),
         table=f"{OUT}/wav/shard-{{shard}}.tsv",
         rejected=f"{OUT}/wav/shard-{{shard}}.rejected.tsv",
-    params:
-        audio=config["audio"],
     log:
         f"{LOGS}/audio_shard/{{shard}}.log",
+    conda:
+        "../envs/layerwise.yaml"
+    params:
+        audio=config["audio"],
     script:
         "../scripts/audio_shard.py"
 
@@ -38,9 +42,11 @@ rule summarise:
     output:
         rejected=f"{OUT}/rejected.tsv",
         summary=f"{OUT}/summary.txt",
-    params:
-        models=list(MODELS),
     log:
         f"{LOGS}/summarise.log",
+    conda:
+        "../envs/layerwise.yaml"
+    params:
+        models=list(MODELS),
     script:
         "../scripts/summarise.py"

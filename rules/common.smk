@@ -1,4 +1,5 @@
 # Config validation (schema, then checks that need the file system), paths and input functions.
+import os
 import re
 
 import pandas as pd
@@ -9,13 +10,19 @@ from layerwise import config as layerwise_config
 from layerwise.extract import config_hash
 from layerwise.models import needs_preparation
 
-
 validate(config, "../schemas/config.schema.yaml")
 try:
     layerwise_config.check(config)
 except layerwise_config.ConfigError as exc:
     raise WorkflowError(f"Invalid config: {exc}")
 
+
+# Scripts import the layerwise package of this repository, also inside --sdm conda envs.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [workflow.basedir, *filter(None, [os.getenv("PYTHONPATH")])]
+    )
+)
 
 R = config["results"]
 C = config["corpus"]["name"]
@@ -53,7 +60,9 @@ def model_dir(model):
 def prepared_model(wildcards):
     """Input function: the prepared model folder, if this model needs one."""
     if wildcards.model not in MODELS:
-        raise WorkflowError(f"unknown model {wildcards.model!r}; config models: {list(MODELS)}")
+        raise WorkflowError(
+            f"unknown model {wildcards.model!r}; config models: {list(MODELS)}"
+        )
     source = MODELS[wildcards.model]["source"]
     return [f"{R}/models/{wildcards.model}"] if needs_preparation(source) else []
 

@@ -4,11 +4,13 @@
 rule model_prepare:
     output:
         directory(f"{R}/models/{{model}}"),
+    log:
+        f"{R}/logs/model_prepare/{{model}}.log",
+    conda:
+        "../envs/layerwise.yaml"
     params:
         source=lambda wc: MODELS[wc.model]["source"],
         seed=config["seed"],
-    log:
-        f"{R}/logs/model_prepare/{{model}}.log",
     script:
         "../scripts/model_prepare.py"
 
@@ -21,12 +23,14 @@ rule extract_features:
     output:
         h5=f"{OUT}/features/{{model}}/shard-{{shard}}.h5",
         rejected=f"{OUT}/features/{{model}}/shard-{{shard}}.rejected.tsv",
+    log:
+        f"{LOGS}/extract_features/{{model}}-{{shard}}.log",
+    conda:
+        "../envs/layerwise.yaml"
+    threads: 2
     params:
         model_dir=lambda wc: model_dir(wc.model),
         extract=lambda wc: extract_params(wc.model),
         params_hash=lambda wc: config_hash(extract_params(wc.model)),
-    threads: 2
-    log:
-        f"{LOGS}/extract_features/{{model}}-{{shard}}.log",
     script:
         "../scripts/extract_features.py"

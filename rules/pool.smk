@@ -7,13 +7,15 @@ checkpoint model_layers:
         model=prepared_model,
     output:
         f"{R}/layers/{{model}}.tsv",
+    log:
+        f"{R}/logs/model_layers/{{model}}.log",
+    conda:
+        "../envs/layerwise.yaml"
     params:
         model_dir=lambda wc: model_dir(wc.model),
         revision=lambda wc: MODELS[wc.model].get("revision"),
         layers=config["extract"]["layers"],
         frames=config["extract"]["frames"],
-    log:
-        f"{R}/logs/model_layers/{{model}}.log",
     script:
         "../scripts/model_layers.py"
 
@@ -25,12 +27,14 @@ rule pool_index:
         alignments=f"{OUT}/alignments.tsv",
     output:
         f"{OUT}/pooled/{{model}}/{{span}}-{{pooling}}/index.tsv",
+    log:
+        f"{LOGS}/pool_index/{{model}}-{{span}}-{{pooling}}.log",
+    conda:
+        "../envs/layerwise.yaml"
     params:
         labels=config["corpus"]["labels"],
         max_frames=config["pool"]["max_frames"],
         seed=config["seed"],
-    log:
-        f"{LOGS}/pool_index/{{model}}-{{span}}-{{pooling}}.log",
     script:
         "../scripts/pool_index.py"
 
@@ -43,5 +47,7 @@ rule pool_layer:
         f"{OUT}/pooled/{{model}}/{{span}}-{{pooling}}/{{layer}}.npy",
     log:
         f"{LOGS}/pool_layer/{{model}}-{{span}}-{{pooling}}-{{layer}}.log",
+    conda:
+        "../envs/layerwise.yaml"
     script:
         "../scripts/pool_layer.py"

@@ -55,7 +55,7 @@ def test_every_good_file_kept_every_bad_file_rejected(run):
     kept = set()
     for shard in ("000", "001"):
         table = pd.read_csv(out / "wav" / f"shard-{shard}.tsv", sep="\t", dtype=str)
-        assert all(Path(p).exists() for p in table["path"])
+        assert all((wd / p).exists() for p in table["path"])
         kept |= set(table["utt_id"])
     assert kept == set(tree["good"])
     assert set(manifest["accent"].dropna()) == {"us", "gb"}
