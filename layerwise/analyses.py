@@ -17,7 +17,9 @@ import pandas as pd
 from layerwise.store import layer_sort_key
 from layerwise.tables import read_tsv
 
-NAMES = ("similarity", "probes", "convexity", "clustering", "featstats", "embed")
+NAMES = ("similarity", "probes", "convexity", "clustering", "featstats", "embed", "cca")
+#: CCA needs a target: the unit label (word/phone spans) or log-mel frames (frame span).
+CCA_SPANS = ("word", "phone", "frame")
 UNIT_LABELS = {"word": ["word"], "phone": ["phone"], "frame": ["word", "phone"], "utterance": []}
 
 
@@ -36,9 +38,15 @@ def label_columns(index: pd.DataFrame, labels: Sequence[str], span: str) -> list
 
 
 def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model: str, span: str,
-        pooling: str, labels: Sequence[str], params: dict, seed: int = 0) -> pd.DataFrame:
-    """Run analysis ``name`` (one of :data:`NAMES`) with its config section ``params``."""
+        pooling: str, labels: Sequence[str], params: dict, seed: int = 0,
+        mel: np.ndarray | None = None) -> pd.DataFrame:
+    """Run analysis ``name`` (one of :data:`NAMES`) with its config section ``params``.
+
+    ``mel`` (log-mel rows of a frame-span index) is the target of CCA on the frame span.
+    """
     ctx = {"model": model, "span": span, "pooling": pooling}
+    if name == "cca":
+        return _cca(index, layers, model=model, span=span, mel=mel, seed=seed, **params)
     cols = label_columns(index, labels, span)
     if name == "similarity":
         from layerwise.similarity import similarity_table
@@ -76,6 +84,24 @@ def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model:
                                layers_to_embed=chosen, methods=tuple(params.get("methods", ())),
                                seed=seed, max_rows=params.get("max_rows", 5000), **ctx)
     raise ValueError(f"unknown analysis {name!r}; known: {', '.join(NAMES)}")
+
+
+def _cca(index, layers, *, model, span, mel, seed, n_trials=3, min_count=6):
+    from layerwise import cca_targets
+
+    if span == "frame":
+        if mel is None:
+            raise ValueError("CCA on the frame span needs the log-mel matrix")
+        return cca_targets.cca_table(layers, mel, target_name="mel", model=model, span=span,
+                                     n_trials=n_trials, seed=seed)
+    labels = index[span].fillna("").astype(str).to_numpy()
+    keep = cca_targets.min_count_filter(labels, min_count) & (labels != "")
+    if len(np.unique(labels[keep])) < 2:
+        raise ValueError(f"CCA with {span} identity needs ≥ 2 {span} types with ≥ {min_count} "
+                         "tokens (analysis.cca.min_count)")
+    return cca_targets.cca_table({k: v[keep] for k, v in layers.items()},
+                                 cca_targets.one_hot(labels[keep]), target_name=span, model=model,
+                                 span=span, strata=labels[keep], n_trials=n_trials, seed=seed)
 
 
 def _rows_with_labels(index: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:

@@ -6,6 +6,7 @@ rule analyse:
     input:
         index=f"{OUT}/pooled/{{model}}/{{span}}-{{pooling}}/index.tsv",
         layers=pooled_layers,
+        mel=mel_input,
     output:
         f"{OUT}/tables/{{model}}/{{analysis}}-{{span}}-{{pooling}}.tsv",
     log:

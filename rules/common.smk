@@ -37,7 +37,15 @@ SPAN_POOLINGS = [
     for span in config["pool"]["spans"]
     for pooling in (["mean"] if span == "frame" else config["pool"]["poolings"])
 ]
-ANALYSES = ["similarity", "probes", "convexity", "clustering", "featstats", "embed"]
+ANALYSES = [
+    "similarity",
+    "probes",
+    "convexity",
+    "clustering",
+    "featstats",
+    "embed",
+    "cca",
+]
 
 
 wildcard_constraints:
@@ -121,6 +129,13 @@ def pooled_layers(wildcards, model=None):
     ]
 
 
+def mel_input(wildcards):
+    """Input function: the log-mel target, for CCA on the frame span only."""
+    if wildcards.analysis == "cca" and wildcards.span == "frame":
+        return [f"{OUT}/pooled/{wildcards.model}/frame-mean/logmel.npy"]
+    return []
+
+
 def model_pairs():
     names = list(MODELS)
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
@@ -128,12 +143,13 @@ def model_pairs():
 
 def tables():
     """Every analysis table of the run."""
-    out = expand(
-        f"{OUT}/tables/{{model}}/{{analysis}}-{{sp}}.tsv",
-        model=MODELS,
-        analysis=ANALYSES,
-        sp=SPAN_POOLINGS,
-    )
+    out = [
+        f"{OUT}/tables/{model}/{analysis}-{sp}.tsv"
+        for model in MODELS
+        for analysis in ANALYSES
+        for sp in SPAN_POOLINGS
+        if analysis != "cca" or sp.split("-")[0] in ("word", "phone", "frame")
+    ]
     if config["analysis"]["cross_model"]:
         out += [
             f"{OUT}/tables/cross/{a}--{b}/similarity-{sp}.tsv"

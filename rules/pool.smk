@@ -51,3 +51,19 @@ rule pool_layer:
         "../envs/layerwise.yaml"
     script:
         "../scripts/pool_layer.py"
+
+
+rule pool_mel:
+    input:
+        index=f"{OUT}/pooled/{{model}}/frame-mean/index.tsv",
+        shard_tables=expand(f"{OUT}/wav/shard-{{shard}}.tsv", shard=SHARDS),
+    output:
+        f"{OUT}/pooled/{{model}}/frame-mean/logmel.npy",
+    log:
+        f"{LOGS}/pool_mel/{{model}}.log",
+    conda:
+        "../envs/layerwise.yaml"
+    params:
+        sample_rate=config["audio"]["sample_rate"],
+    script:
+        "../scripts/pool_mel.py"

@@ -1,13 +1,16 @@
 """Snakemake adapter: one analysis over every layer of one model, one (span, pooling)."""
 
+import numpy as np
+
 from layerwise import analyses, logs
 from layerwise.tables import write_tsv
 
 log = logs.to_file(snakemake.log[0], threads=snakemake.threads)
 w = snakemake.wildcards
 index, layers = analyses.load_pooled(snakemake.input.index, snakemake.input.layers)
+mel = np.load(snakemake.input.mel[0]) if snakemake.input.mel else None
 table = analyses.run(w.analysis, index, layers, model=w.model, span=w.span, pooling=w.pooling,
                      labels=snakemake.params.labels or [], params=snakemake.params.settings,
-                     seed=snakemake.params.seed)
+                     seed=snakemake.params.seed, mel=mel)
 write_tsv(table, snakemake.output[0])
 log.info("%s: %d rows", w.analysis, len(table))

@@ -1,0 +1,16 @@
+"""Snakemake adapter: log-mel frames for the rows of a frame-span index (CCA-mel target)."""
+
+import numpy as np
+import pandas as pd
+
+from layerwise import cca_targets, logs
+from layerwise.tables import read_tsv
+
+log = logs.to_file(snakemake.log[0])
+index = read_tsv(snakemake.input.index, dtype={"utt_id": str})
+paths = pd.concat([read_tsv(t, dtype=str) for t in snakemake.input.shard_tables])
+rate = 1.0 / float((index["end_s"] - index["start_s"]).iloc[0])
+mel = cca_targets.mel_matrix(index, dict(zip(paths["utt_id"], paths["path"], strict=True)),
+                             frame_rate_hz=rate, sample_rate=snakemake.params.sample_rate)
+np.save(snakemake.output[0], mel)
+log.info("%s log-mel rows at %.1f Hz", mel.shape, rate)
