@@ -8,11 +8,15 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/audio.smk"
 include: "rules/extract.smk"
 include: "rules/pool.smk"
 include: "rules/analyse.smk"
+include: "rules/figures.smk"
 
 
 rule all:

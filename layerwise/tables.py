@@ -42,3 +42,13 @@ def merge_rejected(paths: Iterable[str | Path]) -> pd.DataFrame:
     if not frames:
         return rejected_frame()
     return pd.concat(frames, ignore_index=True)[REJECTED_COLUMNS]
+
+
+def read_tables(named) -> dict[str, pd.DataFrame]:
+    """``{name: one table}`` from Snakemake-style named inputs (a path or a list of paths each)."""
+    out = {}
+    for name, paths in named.items():
+        paths = [paths] if isinstance(paths, str | Path) else list(paths)
+        frames = [read_tsv(p) for p in paths]
+        out[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return out

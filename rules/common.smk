@@ -57,6 +57,7 @@ wildcard_constraints:
     pooling="mean|meanstd|max|center|first|last|middle",
     layer=r"cnn\.\d+|proj|layer\.\d+",
     analysis="|".join(ANALYSES),
+    label=r"[A-Za-z0-9_]+",
 
 
 def model_dir(model):
@@ -159,5 +160,58 @@ def tables():
     return out
 
 
+def span_labels(span):
+    """Labels a span's maps are coloured by: the corpus labels, then the unit label."""
+    labels = list(config["corpus"]["labels"] or [])
+    return labels + {"word": ["word"], "phone": ["phone"], "frame": ["word"]}.get(
+        span, []
+    )
+
+
+def curve_tables(wildcards):
+    """Input function: the per-layer curve tables of every model for one (span, pooling)."""
+    sp = f"{wildcards.span}-{wildcards.pooling}"
+    out = {
+        name: [f"{OUT}/tables/{m}/{name}-{sp}.tsv" for m in MODELS]
+        for name in ("probes", "convexity", "clustering")
+    }
+    if wildcards.span in ("word", "phone", "frame"):
+        out["cca"] = [f"{OUT}/tables/{m}/cca-{sp}.tsv" for m in MODELS]
+    return out
+
+
+def summary_tables(wildcards):
+    """Input function: the tables of one model's summary page (first span-pooling)."""
+    sp = SPAN_POOLINGS[0]
+    names = ("similarity", "probes", "convexity", "clustering", "featstats")
+    return {n: f"{OUT}/tables/{wildcards.model}/{n}-{sp}.tsv" for n in names}
+
+
+def plot_files():
+    """Every figure of the run (what `snakemake figures/` assembles)."""
+    out = []
+    for sp in SPAN_POOLINGS:
+        span = sp.split("-")[0]
+        out.append(f"{OUT}/plots/curves-{sp}.png")
+        for m in MODELS:
+            out += [
+                f"{OUT}/plots/{m}/similarity-{sp}.png",
+                f"{OUT}/plots/{m}/featstats-{sp}.png",
+            ]
+            out += [f"{OUT}/plots/{m}/maps-{sp}-{lab}.png" for lab in span_labels(span)]
+        if config["analysis"]["cross_model"]:
+            out += [
+                f"{OUT}/plots/cross/{a}--{b}/similarity-{sp}.png"
+                for a, b in model_pairs()
+            ]
+    for m in MODELS:
+        out += [
+            f"{OUT}/plots/{m}/summary.png",
+            f"{OUT}/plots/{m}/temporal-selfsim.png",
+            f"{OUT}/plots/{m}/temporal-trajectory.gif",
+        ]
+    return out
+
+
 def all_outputs():
-    return [f"{OUT}/summary.txt", f"{OUT}/rejected.tsv"] + tables()
+    return [f"{OUT}/summary.txt", f"{OUT}/rejected.tsv", "figures"] + tables()
