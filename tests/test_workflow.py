@@ -96,10 +96,38 @@ def test_rerun_is_a_no_op_and_edits_rebuild_only_what_is_stale(run):
     wd, _, _ = run
     proc = snakemake(wd, extra=["-n"])
     assert "Nothing to be done" in proc.stdout + proc.stderr
-    # a changed analysis parameter reruns that analysis, not extraction
+    # a changed analysis parameter reruns that analysis, not extraction (dry run, in a copy)
     cfg = yaml.safe_load((wd / "config.yaml").read_text())
     cfg["analysis"]["probes"]["folds"] = 3
-    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    proc = snakemake(wd, extra=["-n", "--quiet", "rules"])
+    (wd / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(wd, extra=["-n", "--quiet", "rules", "--configfile", str(wd / "changed.yaml")])
     text = proc.stdout + proc.stderr
     assert "analyse" in text and "extract_features" not in text
+
+
+def test_figures_target_and_touching_a_table_redraws_only_its_figures(run):
+    wd, _, _ = run
+    figs = wd / "figures" / "t"
+    assert (figs / "index.html").exists()
+    pngs = sorted(p.relative_to(figs).as_posix() for p in figs.rglob("*.png"))
+    assert "curves-utterance-mean.png" in pngs and "w2v/similarity-utterance-mean.png" in pngs
+    assert (figs / "w2v" / "temporal-trajectory.gif").exists()
+    for target in ("figures/", "figures"):
+        proc = snakemake(wd, target, extra=["-n"])
+        assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+    table = wd / "out" / "t" / "tables" / "w2v" / "featstats-utterance-mean.tsv"
+    table.touch()
+    proc = snakemake(wd, "figures/", extra=["-n", "--quiet", "rules"])
+    text = proc.stdout + proc.stderr
+    assert "plot_featstats" in text and "figures" in text
+    for other in ("plot_similarity", "plot_maps", "plot_curves", "analyse", "extract_features"):
+        assert other not in text, text
+
+
+def test_report_contains_every_figure(run):
+    wd, _, _ = run
+    proc = snakemake(wd, extra=["--report", "report.html"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (wd / "report.html").read_text(errors="replace")
+    for png in (wd / "out" / "t" / "plots").rglob("*.png"):
+        assert png.name in html, png.name
