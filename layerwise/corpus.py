@@ -257,7 +257,7 @@ def scan(cfg: dict, *, hf_audio_dir: str | Path | None = None, progress: bool = 
     aligned = None
     if cfg.get("alignments"):
         keys = {u: u for u in manifest["utt_id"]}
-        keys.update({Path(p).stem: u for u, p in zip(manifest["utt_id"], manifest["path"])})
+        keys.update({Path(p).stem: u for u, p in zip(manifest["utt_id"], manifest["path"], strict=False)})
         aligned = alignments_mod.load(cfg["alignments"], keys)
     return ScanResult(manifest, rejected_frame(rejected), aligned, label_columns)
 

@@ -107,7 +107,7 @@ class ConvFrontEncoder(SpeechEncoder):
     def conv_lengths(self, n_samples: int) -> list[int]:
         """Valid output frames of each conv block for ``n_samples`` input samples."""
         cfg, out, n = self.model.config, [], n_samples
-        for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
+        for k, s in zip(cfg.conv_kernel, cfg.conv_stride, strict=False):
             n = (n - k) // s + 1
             out.append(n)
         return out
@@ -224,7 +224,7 @@ class WhisperEncoder(SpeechEncoder):
             lens = mel_frames if name == "cnn.0" else enc_frames
             per_piece = [t[p, :n].float() for p, n in enumerate(lens)]
             joined = [
-                torch.cat([x for x, o in zip(per_piece, owner) if o == b]) for b in range(len(waves))
+                torch.cat([x for x, o in zip(per_piece, owner, strict=False) if o == b]) for b in range(len(waves))
             ]
             if name in frame_layers:
                 out[name] = joined

@@ -135,8 +135,8 @@ def extract_shard(
         loads = _prefetch(pool, rows, batches, sample_rate)
         done = 0
         for batch_rows, waves in loads:
-            good_rows = [r for r, w in zip(batch_rows, waves) if not isinstance(w, str)]
-            rejected += [(r["path"], "extract", w) for r, w in zip(batch_rows, waves)
+            good_rows = [r for r, w in zip(batch_rows, waves, strict=False) if not isinstance(w, str)]
+            rejected += [(r["path"], "extract", w) for r, w in zip(batch_rows, waves, strict=False)
                          if isinstance(w, str)]
             good_waves = [w for w in waves if not isinstance(w, str)]
             for sub_rows, data in _run(enc, good_rows, good_waves, framed, pooled, rejected):

@@ -106,7 +106,12 @@ def needs_preparation(source: str) -> bool:
 
 def build_random(preset: str, *, seed: int = 0) -> tuple[torch.nn.Module, object]:
     """A randomly initialised model and its feature extractor for preset ``preset``."""
-    from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        Wav2Vec2FeatureExtractor,
+        WhisperFeatureExtractor,
+    )
 
     if preset not in PRESETS:
         raise ModelSourceError(

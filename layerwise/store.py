@@ -189,7 +189,7 @@ class FeatureStore:
         out = {}
         for p in self.paths:
             with self._open(p) as f:
-                out.update(zip(f["utterances/utt_id"].asstr()[:], f["utterances/n_samples"][:]))
+                out.update(zip(f["utterances/utt_id"].asstr()[:], f["utterances/n_samples"][:], strict=False))
         return out
 
     def iter_utterances(self, layer: str) -> Iterator[tuple[str, np.ndarray]]:
