@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import linalg
 from scipy.linalg import blas
+from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
 __all__ = [
@@ -61,7 +64,9 @@ __all__ = [
 FloatMatrix = NDArray[np.float64]
 
 # Row blocks of n x n similarity matrices are sized to hold about this many float64
-# values (64 MiB), so that memory stays O(n * block) however large n is.
+# values (64 MiB), so that memory stays O(n * block) however large n is.  Up to
+# n = 2,896 the whole matrix is one block, and numpy computes Z Zᵀ as a symmetric
+# rank-k update (syrk), at half the cost of two blocks.
 _BLOCK_ELEMENTS = 1 << 23
 
 
@@ -74,8 +79,11 @@ class UndefinedSimilarityWarning(UserWarning):
 # --------------------------------------------------------------------------------------
 
 
-def _check_matrix(A: ArrayLike, name: str) -> FloatMatrix:
-    """Return ``A`` as a finite 2-D float64 array, or raise ValueError naming ``name``."""
+def _check_matrix(A: ArrayLike, name: str, *, as_float64: bool = True) -> np.ndarray:
+    """Return ``A`` as a finite 2-D float64 array, or raise ValueError naming ``name``.
+
+    ``as_float64=False`` keeps a float dtype (e.g. float32) as it is, to save a copy.
+    """
     A = np.asarray(A)
     if A.dtype.kind not in "biuf":
         raise ValueError(f"{name} must contain real numbers, got an array of dtype {A.dtype}")
@@ -85,7 +93,8 @@ def _check_matrix(A: ArrayLike, name: str) -> FloatMatrix:
         )
     if A.shape[1] == 0:
         raise ValueError(f"{name} must have at least one feature column, got shape {A.shape}")
-    A = A.astype(np.float64, copy=False)
+    if as_float64 or A.dtype.kind != "f":
+        A = A.astype(np.float64, copy=False)
     if not np.isfinite(A).all():
         raise ValueError(f"{name} contains NaN or infinity")
     return A
@@ -144,16 +153,20 @@ def _undefined(message: str) -> float:
 # --------------------------------------------------------------------------------------
 
 
+def _column_means(X: np.ndarray) -> np.ndarray:
+    """Column means in float64; a constant column's mean is exactly its value."""
+    means = X.mean(axis=0, dtype=np.float64)
+    # Edge case: the computed mean of a constant column can round (0.1 + 0.1 + 0.1 !=
+    # 0.3), which would leave ~1e-17 noise where there is no variance at all; with the
+    # exact value, centring gives exact zeros and "no variance" is detected exactly.
+    constant = (X == X[0]).all(axis=0)
+    means[constant] = X[0, constant]
+    return means
+
+
 def _centre(X: FloatMatrix) -> FloatMatrix:
     """Subtract column means; constant columns become exact zeros."""
-    Xc = X - X.mean(axis=0)
-    # Edge case: the mean of a constant column can round (0.1 + 0.1 + 0.1 != 0.3), which
-    # would leave ~1e-17 noise where there is no variance at all. Zero such columns so
-    # that "no variance" is detected exactly downstream.
-    constant = (X == X[0]).all(axis=0)
-    if constant.any():
-        Xc[:, constant] = 0.0
-    return Xc
+    return X - _column_means(X)
 
 
 def _sq_norm(A: np.ndarray) -> float:
@@ -195,6 +208,14 @@ def _unit_rows(X: FloatMatrix) -> FloatMatrix:
     return X / norms[:, None]
 
 
+def _matched_cosines(X: FloatMatrix, Y: FloatMatrix, x_norms, y_norms) -> np.ndarray:
+    """``cos(x_i, y_i)`` for every row, given the row norms; 0 where a row is zero."""
+    dots = np.einsum("ij,ij->i", X, Y)
+    norms = x_norms * y_norms
+    # Edge case: as in _unit_rows, a zero row's cosine is 0 rather than 0/0.
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0.0)
+
+
 # --------------------------------------------------------------------------------------
 # CKA family
 # --------------------------------------------------------------------------------------
@@ -225,6 +246,18 @@ def _unbiased_hsic(dot_kl, diag_dot, trace_k, trace_l, n: int):
     with zeroed diagonal.  Works elementwise on arrays (used by the table).
     """
     return dot_kl - n / (n - 2.0) * diag_dot + trace_k * trace_l / ((n - 1.0) * (n - 2.0))
+
+
+def _unbiased_hsic_floor(biased, diag_dot, trace_k, trace_l, n: int):
+    """Rounding floor of :func:`_unbiased_hsic`: values at or below it count as <= 0.
+
+    The unbiased self-HSIC of a linear kernel is a squared norm of U-centred Gram
+    matrices (Székely and Rizzo, 2014), so it is never negative; it is exactly 0 for
+    degenerate inputs such as mutually orthogonal rows, where cancellation leaves
+    +-1e-15 noise of the size of its terms, which would otherwise give a finite CKA.
+    """
+    terms = abs(biased) + n / (n - 2.0) * abs(diag_dot)
+    return 1e-10 * (terms + abs(trace_k * trace_l) / ((n - 1.0) * (n - 2.0)))
 
 
 def _which_constant(X: FloatMatrix, Y: FloatMatrix) -> str:
@@ -362,7 +395,9 @@ def cka_debiased(X: ArrayLike, Y: ArrayLike) -> float:
     float
         Usually in ``[-1, 1]``, 1 for ``X`` vs an orthogonal transform of ``X``.
         ``nan`` (with :class:`UndefinedSimilarityWarning`) when the unbiased
-        self-HSIC of ``X`` or ``Y`` is ``<= 0`` (its square root is the denominator).
+        self-HSIC of ``X`` or ``Y`` is ``<= 0`` up to rounding (its square root is
+        the denominator); for linear kernels it is never negative, but it is 0 for
+        degenerate inputs such as mutually orthogonal rows or identical rows.
 
     References
     ----------
@@ -371,6 +406,9 @@ def cka_debiased(X: ArrayLike, Y: ArrayLike) -> float:
 
     Nguyen, T., Raghu, M. and Kornblith, S. (2021). Do Wide and Deep Networks Learn
     the Same Things? ICLR. arXiv:2010.15327.
+
+    Székely, G. J. and Rizzo, M. L. (2014). Partial Distance Correlation with Methods
+    for Dissimilarities. Annals of Statistics 42(6), 2382-2412.
 
     Examples
     --------
@@ -386,19 +424,19 @@ def cka_debiased(X: ArrayLike, Y: ArrayLike) -> float:
     xy, xx, yy = _linear_hsic_terms(Xc, Yc)
     dx, dy = _row_sq_norms(Xc), _row_sq_norms(Yc)
     hsic_xy = _unbiased_hsic(xy, dx @ dy, dx.sum(), dy.sum(), n)
-    hsic_xx = _unbiased_hsic(xx, dx @ dx, dx.sum(), dx.sum(), n)
-    hsic_yy = _unbiased_hsic(yy, dy @ dy, dy.sum(), dy.sum(), n)
-    # Edge case: the unbiased estimate of HSIC(K, K) can be <= 0 (few rows, or rows
-    # nearly orthogonal after centring); CKA's denominator sqrt(HSIC_xx HSIC_yy) is
-    # then undefined.
-    if hsic_xx <= 0.0 or hsic_yy <= 0.0:
-        which = "X" if hsic_xx <= 0.0 else "Y"
-        value = hsic_xx if which == "X" else hsic_yy
-        return _undefined(
-            f"cka_debiased is undefined: the unbiased self-HSIC of {which} is "
-            f"{value / (n * (n - 3)):.3g} <= 0 (n_samples={n}), so it has no square root"
-        )
-    return float(hsic_xy / (math.sqrt(hsic_xx) * math.sqrt(hsic_yy)))
+    self_terms = {"X": (xx, dx @ dx, dx.sum()), "Y": (yy, dy @ dy, dy.sum())}
+    hsic_self = {}
+    for which, (biased, diag_dot, trace) in self_terms.items():
+        hsic_self[which] = _unbiased_hsic(biased, diag_dot, trace, trace, n)
+        # Edge case: the unbiased self-HSIC is 0 (up to rounding) for degenerate
+        # input, e.g. rows that are mutually orthogonal after centring or all
+        # identical; CKA's denominator sqrt(HSIC_xx HSIC_yy) is then 0.
+        if hsic_self[which] <= _unbiased_hsic_floor(biased, diag_dot, trace, trace, n):
+            return _undefined(
+                f"cka_debiased is undefined: the unbiased self-HSIC of {which} is <= 0 "
+                f"(up to rounding; n_samples={n}), so CKA's denominator is 0"
+            )
+    return float(hsic_xy / (math.sqrt(hsic_self["X"]) * math.sqrt(hsic_self["Y"])))
 
 
 # --------------------------------------------------------------------------------------
@@ -437,7 +475,8 @@ def cosine_matched(X: ArrayLike, Y: ArrayLike) -> float:
             f"cosine is undefined: X and Y have different numbers of features "
             f"({X.shape[1]} vs {Y.shape[1]}), so matched rows cannot be compared"
         )
-    return float(np.einsum("ij,ij->i", _unit_rows(X), _unit_rows(Y)).mean())
+    norms = np.linalg.norm(X, axis=1), np.linalg.norm(Y, axis=1)
+    return float(_matched_cosines(X, Y, *norms).mean())
 
 
 def _clamped_unit_rows(X: FloatMatrix, clamp_quantile: float) -> FloatMatrix | None:
@@ -563,8 +602,10 @@ def _n_kept(s: np.ndarray, n_components: int | None, variance: float) -> int:
     variance ``Σ s²``; never more than the numerical rank ``len(s)`` (which is at most
     ``min(n_samples - 1, n_features)`` for centred data).
     """
-    if n_components is not None or s.size == 0:
-        return min(s.size, n_components if n_components is not None else 0)
+    if n_components is not None:
+        return min(s.size, n_components)
+    if s.size == 0:
+        return 0
     explained = np.cumsum(s**2) / np.sum(s**2)
     return min(s.size, int(np.searchsorted(explained, variance)) + 1)
 
@@ -736,7 +777,7 @@ def svcca(
     X : array-like of shape (n_samples, n_features_x)
     Y : array-like of shape (n_samples, n_features_y)
     n_components : int or None, default=20
-        Directions kept per input (20 is the choice of the reference tutorial).
+        Directions kept per input (the reference tutorials keep 20).
         ``None`` selects by ``variance`` instead.
     variance : float, default=0.99
         Fraction of variance to keep when ``n_components`` is None, in ``(0, 1]``.
@@ -853,13 +894,14 @@ class StreamingGram:
     ``CKA(i, j) = ||M_ij||²_F / (||M_ii||_F ||M_jj||_F)``, identical to
     :func:`cka_linear` on the concatenated rows.
 
-    Memory is ``8 * Σ_{i<=j} p_i p_j`` bytes of state (see :meth:`state_bytes`):
-    25 layers of width 768 need 325 blocks of 768 x 768, 1.53 GB, independent of the
-    number of rows, plus a float64 centred copy of the current chunk
-    (``rows * Σ p_i * 8`` bytes: 4,096 rows x 25 x 768 is 0.63 GB), so one pass over
-    1,000,000 frames fits in 4 GiB.  Compute is ``Σ_{i<=j} p_i p_j``
-    multiply-adds per row (1.9e8 for 25 x 768), i.e. about 2e14 for a million
-    frames: BLAS-bound, worth running on many cores.
+    Memory is ``8 * Σ_{i<=j} p_i p_j`` bytes of state (see :meth:`state_bytes`),
+    independent of the number of rows: 25 layers of width 768 need 325 blocks of
+    768 x 768, 1.53 GB (all L² blocks would be 2.95 GB).  Each update adds one float64
+    centred copy of the chunk (float32 chunks are not converted first): with chunks of
+    4,096 frames x 25 layers x 768 that is 0.63 GB, plus 0.31 GB for the float32
+    chunk itself, about 2.5 GB in all - within 4 GiB for a pass over 1,000,000 frames.
+    Compute is ``Σ_{i<=j} p_i p_j`` multiply-adds per row (1.9e8 for 25 x 768), about
+    2e14 for a million frames: BLAS-bound, worth many cores or a GPU node.
 
     Examples
     --------
@@ -896,7 +938,8 @@ class StreamingGram:
 
     def update(self, chunks: Sequence[ArrayLike]) -> StreamingGram:
         """Add the same rows of every layer: ``chunks[i]`` has shape ``(rows, p_i)``."""
-        arrays = [_check_matrix(c, f"chunks[{i}]") for i, c in enumerate(chunks)]
+        # float32 chunks stay float32 here; centring below produces the float64 copy.
+        arrays = [_check_matrix(c, f"chunks[{i}]", as_float64=False) for i, c in enumerate(chunks)]
         if not arrays:
             raise ValueError("chunks must hold one array per layer, got none")
         rows = {a.shape[0] for a in arrays}
@@ -929,9 +972,12 @@ class StreamingGram:
         scale = math.sqrt(n_old * m / n_new)
         augmented, deltas = [], []
         for a, mean in zip(arrays, self._means, strict=True):
-            chunk_mean = a.mean(axis=0)
+            chunk_mean = _column_means(a)
             delta = chunk_mean - mean
-            augmented.append(np.vstack([a - chunk_mean, scale * delta]))
+            rows = np.empty((m + 1, a.shape[1]))  # the one float64 copy of the chunk
+            np.subtract(a, chunk_mean, out=rows[:m])
+            rows[m] = scale * delta
+            augmented.append(rows)
             deltas.append(delta)
         for (i, j), block in self._blocks.items():
             block += augmented[i].T @ augmented[j]
@@ -945,33 +991,41 @@ class StreamingGram:
             raise ValueError("no rows accumulated yet")
         return self._blocks[(i, j)] if i <= j else self._blocks[(j, i)].T
 
+    def _cka(self, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], float]:
+        if self._n < 2:
+            raise ValueError(f"linear CKA needs at least 2 rows, {self._n} accumulated")
+        layers = sorted({i for pair in pairs for i in pair})
+        norms = {i: math.sqrt(_sq_norm(self._blocks[(i, i)])) for i in layers}
+        # Edge case: a layer without variance has a zero co-moment; CKA is 0/0.
+        constant = [i for i in layers if norms[i] == 0.0]
+        if constant:
+            warnings.warn(
+                f"linear CKA is undefined for layers {constant}: all their rows are identical",
+                UndefinedSimilarityWarning,
+                stacklevel=3,
+            )
+        return {
+            (i, j): _sq_norm(self.comoment(i, j)) / (norms[i] * norms[j])
+            if norms[i] > 0.0 and norms[j] > 0.0
+            else math.nan
+            for i, j in pairs
+        }
+
     def cka_matrix(self) -> FloatMatrix:
         """Linear CKA between every pair of layers, shape (L, L).
 
         A layer whose rows were all identical gives ``nan`` in its row and column
         (with :class:`UndefinedSimilarityWarning`).
         """
-        if self._n < 2:
-            raise ValueError(f"linear CKA needs at least 2 rows, {self._n} accumulated")
-        L = self.n_layers
-        norms = np.array([math.sqrt(_sq_norm(self._blocks[(i, i)])) for i in range(L)])
-        out = np.full((L, L), np.nan)
-        for (i, j), block in self._blocks.items():
-            if norms[i] > 0.0 and norms[j] > 0.0:
-                out[i, j] = out[j, i] = _sq_norm(block) / (norms[i] * norms[j])
-        # Edge case: a layer without variance has a zero co-moment; CKA is 0/0.
-        if not (norms > 0.0).all():
-            constant = np.flatnonzero(norms == 0.0).tolist()
-            warnings.warn(
-                f"linear CKA is undefined for layers {constant}: all their rows are identical",
-                UndefinedSimilarityWarning,
-                stacklevel=2,
-            )
+        values = self._cka(list(self._blocks))
+        out = np.empty((self.n_layers, self.n_layers))
+        for (i, j), value in values.items():
+            out[i, j] = out[j, i] = value
         return out
 
     def cka(self, i: int, j: int) -> float:
         """Linear CKA between layers ``i`` and ``j``."""
-        return float(self.cka_matrix()[i, j])
+        return self._cka([(i, j)])[(i, j)]
 
 
 class LinearCKAAccumulator:
@@ -1145,8 +1199,8 @@ TABLE_COLUMNS = (
 #
 # How the table stays fast. Per layer, once: the centred matrix, its n x n Gram matrix
 # packed to the lower triangle (linear CKA and debiased CKA need nothing else) and the
-# packed squared distances (RBF CKA), the kNN index sets and the unit rows. Per
-# replicate (the point estimate, then each bootstrap draw): a draw is summarised by how
+# packed squared distances (RBF CKA), the kNN index sets and the row norms. Per
+# replicate (each bootstrap draw, then the point estimate): a draw is summarised by how
 # often each row was drawn, and every kernel metric on X[draw] is evaluated exactly on
 # the distinct rows with those multiplicities as weights, so no resampled matrix is
 # rebuilt: the weighted HSIC of *all* layer pairs is one product of the stacked packed
@@ -1265,21 +1319,62 @@ class _Replicate:
         return A if self.rows is None else A[self.rows]
 
 
+_THREADPOOLS: ThreadpoolController | None = None
+
+
+def _n_cpus() -> int:
+    """CPUs this process may run on (respects taskset / SLURM affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _single_threaded_blas():
+    """Context limiting BLAS to one thread.
+
+    Small factorisations (768 x 768 eigh, k x k SVDs) gain nothing from OpenBLAS
+    threads, and threads competing for busy cores made them 20x slower on a shared
+    node; per-layer work is parallelised over layers instead.
+    """
+    global _THREADPOOLS
+    if _THREADPOOLS is None:
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS.limit(limits=1, user_api="blas")
+
+
+def _for_each_layer(func: Callable[[int], None], n_layers: int, bar=None) -> None:
+    """Run ``func(i)`` for every layer, on one thread per CPU, BLAS single-threaded.
+
+    numpy's large operations (matmul, take, exp) release the GIL, so per-layer work
+    runs in parallel; one single-threaded GEMM per core is as fast as threaded GEMMs.
+    """
+    workers = min(_n_cpus(), n_layers)
+    with _single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(func, range(n_layers)):
+            if bar is not None:
+                bar.update(1)
+
+
 class _Side:
     """Per-layer quantities of one set of layers, computed once per table."""
 
     def __init__(self, mats, families, packing, knn_k, bar) -> None:
-        self.centred = [_centre(X) for X in mats]
         L, n = len(mats), mats[0].shape[0]
+        self.centred = [None] * L
         self.gram = self.sq_dist = self.row_sq = None
         if families & {"linear", "rbf"}:
             m = packing.rows.size
             self.row_sq = np.empty((L, n))
             self.gram = np.empty((L, m)) if "linear" in families else None
             self.sq_dist = np.empty((L, m)) if "rbf" in families else None
+        self.mats = mats
         self.knn = [None] * L
-        self.unit = [_unit_rows(X) for X in mats] if "cosine" in families else None
-        for a, (X, Xc) in enumerate(zip(mats, self.centred, strict=True)):
+        self.row_norms = [None] * L
+
+        def prepare(a: int) -> None:
+            X = mats[a]
+            Xc = self.centred[a] = _centre(X)
             if self.row_sq is not None:
                 G = Xc @ Xc.T
                 self.row_sq[a] = np.diag(G)
@@ -1288,61 +1383,72 @@ class _Side:
                     self.gram[a] *= packing.sqrt_mult
                 if self.sq_dist is not None:
                     np.take(_gram_to_sq_distances(G), packing.flat, out=self.sq_dist[a])
-                del G
             if "knn" in families:
                 Z = _clamped_unit_rows(X, 0.95)
                 self.knn[a] = None if Z is None else _knn_indices(Z, knn_k)
-            bar.update(1)
+            if "cosine" in families:
+                self.row_norms[a] = np.linalg.norm(X, axis=1)
+
+        _for_each_layer(prepare, L, bar)
 
     def linear_stack(self, rep: _Replicate):
         """Packed weighted Grams ``S``, weighted row means ``M``, re-centred diagonals ``D``."""
-        if rep.pairs is None:
-            S = self.gram
-        else:
-            S = np.empty((len(self.centred), rep.pairs.size))
-            for a, row in enumerate(S):
-                np.take(self.gram[a], rep.pairs, out=row)
-                row *= rep.count_sqrt
-        M = np.empty((len(self.centred), rep.counts.size))
+        L = len(self.centred)
+        S = self.gram if rep.pairs is None else np.empty((L, rep.pairs.size))
+        M = np.empty((L, rep.counts.size))
         D = np.empty_like(M)
-        for a, Xc in enumerate(self.centred):
+
+        def build(a: int) -> None:
+            if rep.pairs is not None:
+                np.take(self.gram[a], rep.pairs, out=S[a])
+                S[a] *= rep.count_sqrt
+            Xc = self.centred[a]
             M[a] = rep.take(Xc @ (Xc.T @ rep.weights)) / rep.n  # (K c)_i / n
             mu = rep.counts @ M[a] / rep.n
             D[a] = rep.take(self.row_sq[a]) - 2.0 * M[a] + mu
+
+        _for_each_layer(build, L)
         return S, M, D
 
-    def rbf_stack(self, rep: _Replicate, threshold: float, reuse: bool):
-        """Packed weighted RBF kernels ``S`` and weighted row means ``M``, plus which
-        layers have median distance 0.  ``reuse`` overwrites the stored distances."""
+    def rbf_stack(self, rep: _Replicate, threshold: float):
+        """Packed weighted RBF kernels ``S``, weighted row means ``M``, and which layers
+        have median distance 0.  The point estimate (all rows) overwrites the stored
+        distances, so it must come last."""
         L = len(self.centred)
-        if rep.pairs is None:
-            S = self.sq_dist if reuse else self.sq_dist.copy()
-        else:
-            S = np.empty((L, rep.pairs.size))
+        S = self.sq_dist if rep.pairs is None else np.empty((L, rep.pairs.size))
         M = np.zeros((L, rep.counts.size))
         undefined = np.zeros(L, dtype=bool)
-        for a, row in enumerate(S):
+        root_multiplicity = np.sqrt(rep.multiplicity)
+
+        def build(a: int) -> None:
+            row = S[a]
             if rep.pairs is not None:
                 np.take(self.sq_dist[a], rep.pairs, out=row)
             median = _weighted_median(row, rep.multiplicity, rep.n * rep.n)
             if median <= 0.0:  # same edge case as cka_rbf
                 row[:] = 0.0
                 undefined[a] = True
-                continue
+                return
             row *= -1.0 / (2.0 * threshold**2 * median)
             np.exp(row, out=row)
             M[a] = blas.dspmv(rep.counts.size, 1.0 / rep.n, row, rep.counts)
-            row *= np.sqrt(rep.multiplicity)
+            row *= root_multiplicity
+
+        _for_each_layer(build, L)
         return S, M, undefined
 
     def subspaces(self, rep: _Replicate, n_components: int | None):
         """Leading singular triplets of each layer's resampled centred rows (None: no variance)."""
-        out = []
-        for Xc in self.centred:
-            Xu = rep.take(Xc)
+        out = [None] * len(self.centred)
+        root_counts = np.sqrt(rep.counts)[:, None]
+
+        def build(a: int) -> None:
+            Xu = rep.take(self.centred[a])
             B = Xu - (rep.counts @ Xu) / rep.n
-            B *= np.sqrt(rep.counts)[:, None]
-            out.append(_top_singular(B, n_components))
+            B *= root_counts
+            out[a] = _top_singular(B, n_components)
+
+        _for_each_layer(build, len(out))
         return out
 
 
@@ -1350,15 +1456,16 @@ def _top_singular(B: FloatMatrix, n_components: int | None):
     """Top ``n_components`` (None: all) singular triplets ``(U, s, Vt)`` of ``B``.
 
     Fast path of the table: eigendecomposition of the smaller of ``BᵀB`` and ``BBᵀ``
-    (like scikit-learn's ``covariance_eigh`` PCA solver).  Accurate for directions
-    with ``s`` above about ``sqrt(size * eps) * s_max``; smaller ones are dropped as
-    numerically null.  Returns None when ``B`` has no variance.
+    (like scikit-learn's ``covariance_eigh`` PCA solver), only the leading part.
+    Accurate for directions with ``s`` above about ``sqrt(size * eps) * s_max``;
+    smaller ones are dropped as numerically null.  None when ``B`` has no variance.
     """
     dual = B.shape[0] < B.shape[1]
     C = B @ B.T if dual else B.T @ B
     size = C.shape[0]
     k = size if n_components is None else min(n_components, size)
-    lam, V = linalg.eigh(C, subset_by_index=[size - k, size - 1])
+    lam, V = linalg.eigh(C, subset_by_index=[size - k, size - 1], overwrite_a=True,
+                         check_finite=False)
     lam, V = lam[::-1], V[:, ::-1]
     if lam[0] <= 0.0:
         return None
@@ -1432,18 +1539,22 @@ class _TableComputation:
         self.problems: dict[str, set[str]] = {m: set() for m in metrics}
 
     def run(self) -> dict[str, np.ndarray]:
-        last = len(self.replicates) - 1
-        for r, rep in enumerate(self.replicates):
+        # Bootstrap replicates first: the point estimate (replicate 0) can then turn the
+        # stored squared distances into its RBF kernels in place, without a copy.
+        order = [*range(1, len(self.replicates)), 0]
+        for r in order:
+            rep = self.replicates[r]
             if "linear" in self.families:
                 self._linear(r, rep)
             if "rbf" in self.families:
-                self._rbf(r, rep, reuse=r == last)
+                self._rbf(r, rep)
             if "subspace" in self.families:
                 self._subspace(r, rep)
             rep.pairs = rep.count_sqrt = rep.multiplicity = None  # free memory early
             self.bar.update(1)
         if self.families & {"knn", "cosine"}:
-            self._per_row()
+            with _single_threaded_blas():
+                self._per_row()
             self.bar.update(1)
         if self.same:
             upper = np.triu_indices(len(self.labels_a), 1)
@@ -1477,21 +1588,25 @@ class _TableComputation:
         if "cka_debiased" in self.values:
             trace_a, trace_b = DA @ c, DB @ c
             hsic = _unbiased_hsic(cross, (DA * c) @ DB.T, trace_a[:, None], trace_b[None, :], n)
+            diag_a = (DA * DA) @ c
+            hsic_a = _unbiased_hsic(self_a, diag_a, trace_a, trace_a, n)
+            hsic_a[hsic_a <= _unbiased_hsic_floor(self_a, diag_a, trace_a, trace_a, n)] = 0.0
             if self.same:
-                hsic_a = hsic_b = np.diag(hsic).copy()
+                hsic_b = hsic_a
             else:
-                hsic_a = _unbiased_hsic(self_a, (DA * DA) @ c, trace_a, trace_a, n)
-                hsic_b = _unbiased_hsic(self_b, (DB * DB) @ c, trace_b, trace_b, n)
+                diag_b = (DB * DB) @ c
+                hsic_b = _unbiased_hsic(self_b, diag_b, trace_b, trace_b, n)
+                hsic_b[hsic_b <= _unbiased_hsic_floor(self_b, diag_b, trace_b, trace_b, n)] = 0.0
             self.values["cka_debiased"][r] = _cka_ratio(hsic, hsic_a, hsic_b)
             self._note(r, "cka_debiased", hsic_a <= 0, hsic_b <= 0, "unbiased self-HSIC <= 0")
 
-    def _rbf(self, r: int, rep: _Replicate, reuse: bool) -> None:
+    def _rbf(self, r: int, rep: _Replicate) -> None:
         t = self.rbf_threshold
-        SA, MA, bad_a = self.side_a.rbf_stack(rep, t, reuse)
+        SA, MA, bad_a = self.side_a.rbf_stack(rep, t)
         if self.same:
             SB, MB, bad_b = SA, MA, bad_a
         else:
-            SB, MB, bad_b = self.side_b.rbf_stack(rep, t, reuse)
+            SB, MB, bad_b = self.side_b.rbf_stack(rep, t)
         cross, self_a, self_b = _weighted_hsic(SA, MA, SB, MB, rep.counts, self.n, self.same)
         self.values["cka_rbf"][r] = _cka_ratio(cross, self_a, self_b)
         self._note(r, "cka_rbf", bad_a, bad_b, "median squared distance 0, RBF bandwidth 0")
@@ -1500,24 +1615,33 @@ class _TableComputation:
         k = self.svcca_components
         bases_a = self.side_a.subspaces(rep, k)
         bases_b = bases_a if self.same else self.side_b.subspaces(rep, k)
-        for a, b in self._pairs():
-            if bases_a[a] is None or bases_b[b] is None:
-                continue
-            (Ua, sa, Vta), (Ub, sb, Vtb) = bases_a[a], bases_b[b]
-            if "svcca" in self.values:
-                # With svcca_components=None SVCCA keeps 99% of the variance (svcca's
-                # default) while PWCCA uses every direction (pwcca's default).
-                ka, kb = _n_kept(sa, k, 0.99), _n_kept(sb, k, 0.99)
-                self.values["svcca"][r, a, b] = _canonical(Ua[:, :ka], Ub[:, :kb])[0].mean()
-            if "pwcca" in self.values:
-                rho, A, B = _canonical(Ua, Ub)
-                self.values["pwcca"][r, a, b] = _projection_weights(A, sa, Vta) @ rho
-                if self.same and a != b:  # asymmetric: the reverse order weights by b
-                    self.values["pwcca"][r, b, a] = _projection_weights(B, sb, Vtb) @ rho
+        with _single_threaded_blas():
+            self._subspace_pairs(r, bases_a, bases_b)
         bad_a = [x is None for x in bases_a]
         bad_b = [x is None for x in bases_b]
         for metric in {"svcca", "pwcca"} & set(self.values):
             self._note(r, metric, bad_a, bad_b, "all rows are identical")
+
+    def _subspace_pairs(self, r: int, bases_a, bases_b) -> None:
+        k = self.svcca_components
+        for a, b in self._pairs():
+            if bases_a[a] is None or bases_b[b] is None:
+                continue
+            (Ua, sa, Vta), (Ub, sb, Vtb) = bases_a[a], bases_b[b]
+            rho, A, B = _canonical(Ua, Ub)
+            if "svcca" in self.values:
+                # With svcca_components=None SVCCA keeps 99% of the variance (svcca's
+                # default) while PWCCA uses every direction (pwcca's default).
+                ka, kb = _n_kept(sa, k, 0.99), _n_kept(sb, k, 0.99)
+                if (ka, kb) != (sa.size, sb.size):
+                    rho_sv = _canonical(Ua[:, :ka], Ub[:, :kb])[0]
+                else:
+                    rho_sv = rho
+                self.values["svcca"][r, a, b] = rho_sv.mean()
+            if "pwcca" in self.values:
+                self.values["pwcca"][r, a, b] = _projection_weights(A, sa, Vta) @ rho
+                if self.same and a != b:  # asymmetric: the reverse order weights by b
+                    self.values["pwcca"][r, b, a] = _projection_weights(B, sb, Vtb) @ rho
 
     def _per_row(self) -> None:
         """Cosine and mutual k-NN: weighted means of per-row scores for every replicate.
@@ -1530,13 +1654,14 @@ class _TableComputation:
         A, B = self.side_a, self.side_b
         for a, b in self._pairs():
             if "cosine" in self.values:
-                if A.unit[a].shape[1] == B.unit[b].shape[1]:
-                    scores = np.einsum("ij,ij->i", A.unit[a], B.unit[b])
+                Xa, Xb = A.mats[a], B.mats[b]
+                if Xa.shape[1] == Xb.shape[1]:
+                    scores = _matched_cosines(Xa, Xb, A.row_norms[a], B.row_norms[b])
                     self.values["cosine"][:, a, b] = W @ scores
                 else:  # same edge case as cosine_matched
                     self.problems["cosine"].add(
-                        f"widths differ ({self.labels_a[a]}: {A.unit[a].shape[1]}, "
-                        f"{self.labels_b[b]}: {B.unit[b].shape[1]})"
+                        f"widths differ ({self.labels_a[a]}: {Xa.shape[1]}, "
+                        f"{self.labels_b[b]}: {Xb.shape[1]})"
                     )
             if "mutual_knn" in self.values and A.knn[a] is not None and B.knn[b] is not None:
                 overlap = _knn_overlap(A.knn[a], B.knn[b])
@@ -1603,6 +1728,7 @@ def similarity_table(
     svcca_components : int or None, default=20
         ``n_components`` of :func:`svcca` and, to keep PWCCA at O(k³) per pair, also of
         :func:`pwcca`.  None: SVCCA keeps 99% of the variance and PWCCA every direction.
+        PWCCA weights by ``layer_a``'s neurons (``pwcca(X_a, X_b)``).
     progress : bool, default=True
         Show a tqdm progress bar on stderr.
 
@@ -1618,13 +1744,18 @@ def similarity_table(
     -----
     Values equal the metric functions' (up to rounding), but are computed much
     faster: per layer the centred data, its packed n x n Gram matrix and squared
-    distances, kNN index sets and unit rows are computed once; the kernel metrics of
+    distances, kNN index sets and row norms are computed once; the kernel metrics of
     all layer pairs then come from one product of stacked packed kernels, SVCCA and
     PWCCA from one small eigendecomposition per layer (of the smaller Gram matrix, as
     scikit-learn's ``covariance_eigh`` PCA solver does) and a k x k SVD per pair.
     Bootstrap replicates reuse these, weighting the distinct drawn rows by how often
-    they were drawn instead of rebuilding resampled matrices.  Kernel metrics hold
-    about ``8 * n² / 2`` bytes per layer and kernel (29 MB for n = 2,700).
+    they were drawn instead of rebuilding resampled matrices.  Per-layer work runs on
+    one thread per available CPU.  Memory grows as about ``L (8 n² + 16 n p)`` bytes
+    for ``L`` layers of ``n`` rows and width ``p`` (per layer: a packed n x n triangle
+    for the linear kernel and one for squared distances, a float64 copy and a centred
+    copy of the layer), plus working memory: 13 layers x 2,700 rows x 768 peaked at
+    2.0 GB, inputs included.  For many more rows, use :class:`StreamingGram` (linear
+    CKA) or subsample rows.
 
     For ``mutual_knn`` the interval resamples the per-row neighbourhood overlaps with
     the neighbourhoods of the original rows: on a resample duplicated rows would be
@@ -1639,7 +1770,7 @@ def similarity_table(
     ...                          span="utterance", pooling="mean", progress=False)
     >>> table.shape
     (9, 11)
-    >>> float(table.query("layer_a == layer_b").value.min())
+    >>> round(float(table.query("layer_a == layer_b").value.min()), 12)
     1.0
     """
     if isinstance(metrics, str) or not isinstance(metrics, Sequence) or not metrics:
@@ -1676,7 +1807,8 @@ def similarity_table(
 
     labels_a = [f"{model_a}:{name}" for name in names_a]
     labels_b = [f"{model_b}:{name}" for name in names_b]
-    steps = len(mats_a) + len(mats_b or []) + 1 + n_boot + 1
+    per_row = {"cosine", "mutual_knn"} & set(metrics)
+    steps = len(mats_a) + len(mats_b or []) + 1 + n_boot + bool(per_row)
     with tqdm(total=steps, desc=f"similarity {model_a} vs {model_b}", file=sys.stderr,
               disable=not progress, leave=False) as bar:
         computation = _TableComputation(
