@@ -81,7 +81,7 @@ def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model:
 
         chosen = select_layers(list(layers), params.get("layers", ["first", "middle", "last"]))
         return embedding_table(layers, index[cols] if cols else index[["utt_id"]],
-                               layers_to_embed=chosen, methods=tuple(params.get("methods", ())),
+                               layers_to_embed=chosen, methods=tuple(params.get("methods", ("pca", "tsne", "umap"))),
                                seed=seed, max_rows=params.get("max_rows", 5000), **ctx)
     raise ValueError(f"unknown analysis {name!r}; known: {', '.join(NAMES)}")
 

@@ -1,0 +1,123 @@
+"""2-D embeddings: PCA agrees with scikit-learn, small sets work, UMAP is optional."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_limits
+
+from layerwise import embed
+from layerwise.embed import EMBED_COLUMNS, embedding_table, select_layers
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """t-SNE's OpenMP threads spin badly on a busy machine; these inputs are tiny."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+def make_layers(n=40, d=6, names=("cnn.0", "layer.0", "layer.1", "layer.2"), seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal((n, d)) * np.arange(1, d + 1) for name in names}
+
+
+def labels_for(n=40):
+    return pd.DataFrame({"speaker": np.repeat(["a", "b"], n // 2), "word": ["w"] * n})
+
+
+def test_pca_explained_variance_equals_sklearn():
+    layers = make_layers()
+    table = embedding_table(
+        layers, labels_for(), layers_to_embed=["layer.1"], methods=["pca"], model="m",
+        span="word", pooling="mean", progress=False,
+    )  # fmt: skip
+    reference = PCA(n_components=2).fit(layers["layer.1"])
+    assert table["explained_variance"].unique() == pytest.approx(
+        [reference.explained_variance_ratio_.sum()]
+    )
+    coords = reference.transform(layers["layer.1"])
+    np.testing.assert_allclose(np.abs(table[["x", "y"]].to_numpy()), np.abs(coords), atol=1e-8)
+
+
+def test_table_shape_columns_and_labels():
+    layers = make_layers()
+    table = embedding_table(
+        layers, labels_for(), methods=["pca", "tsne"], model="m", span="word", pooling="mean",
+        progress=False,
+    )  # fmt: skip
+    assert tuple(table.columns) == (*EMBED_COLUMNS, "speaker", "word")
+    assert len(table) == 3 * 2 * 40  # first/middle/last x two methods x rows
+    assert table.groupby(["layer", "method"]).size().eq(40).all()
+    assert table.loc[table["method"] == "tsne", "explained_variance"].isna().all()
+    first = table[(table["layer"] == "layer.0") & (table["method"] == "pca")]
+    assert (first["speaker"].to_numpy() == labels_for()["speaker"].to_numpy()[first["row"]]).all()
+
+
+def test_tsne_with_ten_rows_adapts_perplexity():
+    assert embed.tsne_perplexity(10) == pytest.approx(3.0)
+    assert embed.tsne_perplexity(5000) == pytest.approx(30.0)
+    layers = make_layers(n=10)
+    table = embedding_table(
+        layers, labels_for(10), layers_to_embed=["last"], methods=["tsne"], model="m",
+        span="word", pooling="mean", progress=False,
+    )  # fmt: skip
+    assert len(table) == 10 and np.isfinite(table[["x", "y"]].to_numpy()).all()
+
+
+def test_umap_is_skipped_with_a_logged_note_when_missing(monkeypatch, caplog):
+    monkeypatch.setattr(embed, "umap_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="layerwise.embed"):
+        table = embedding_table(
+            make_layers(), labels_for(), layers_to_embed=["first"], methods=["pca", "umap"],
+            model="m", span="word", pooling="mean", progress=False,
+        )  # fmt: skip
+    assert set(table["method"]) == {"pca"}
+    assert "umap-learn is not installed" in caplog.text
+
+
+@pytest.mark.skipif(embed.umap_available(), reason="umap-learn is installed")
+def test_umap_2d_raises_import_error_when_missing():
+    with pytest.raises(ImportError):
+        embed.umap_2d(np.random.default_rng(0).standard_normal((20, 3)))
+
+
+def test_rows_are_subsampled_identically_for_every_layer_and_method():
+    table = embedding_table(
+        make_layers(n=60), labels_for(60), methods=["pca"], model="m", span="word",
+        pooling="mean", max_rows=25, progress=False,
+    )  # fmt: skip
+    rows = table.groupby("layer")["row"].apply(tuple)
+    assert rows.nunique() == 1 and len(rows.iloc[0]) == 25 == len(set(rows.iloc[0]))
+
+
+def test_select_layers_defaults_numeric_order_and_names():
+    names = ["cnn.0", "proj", *(f"layer.{i}" for i in (10, 2, 0, 1, 9, 11, 12, 3, 4, 5, 6, 7, 8))]
+    assert select_layers(names) == ["layer.0", "layer.6", "layer.12"]
+    assert select_layers(names, ["proj", "last", "layer.12"]) == ["proj", "layer.12"]
+    assert select_layers(names, "middle") == ["layer.6"]
+    with pytest.raises(ValueError, match="neither a layer name"):
+        select_layers(names, ["layer.99"])
+    with pytest.raises(ValueError, match="no 'layer.<i>' names"):
+        select_layers(["cnn.0"], ["first"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "labels", "match"),
+    [
+        ({"methods": ["lle"]}, labels_for(), "methods must be"),
+        ({"methods": []}, labels_for(), "methods must be"),
+        ({}, labels_for()[:10], "labels_df must be a DataFrame with 40 rows"),
+        ({}, labels_for().rename(columns={"word": "x"}), "clash"),
+    ],
+)
+def test_invalid_arguments_raise(kwargs, labels, match):
+    with pytest.raises(ValueError, match=match):
+        embedding_table(
+            make_layers(), labels, model="m", span="s", pooling="p", progress=False,
+            **{"methods": ["pca"], **kwargs},
+        )  # fmt: skip

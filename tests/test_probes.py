@@ -1,0 +1,177 @@
+"""Probes: chance on shuffled labels, perfect on separable ones, group-disjoint folds."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from layerwise import probes
+from layerwise.probes import PROBE_COLUMNS, probe_scores, probe_splits, probe_table
+
+
+def scores(result: pd.DataFrame) -> pd.DataFrame:
+    return result.set_index("metric")
+
+
+def separable(n_per_class=40, n_classes=3, dims=20, seed=0):
+    rng = np.random.default_rng(seed)
+    means = 6.0 * np.eye(n_classes, dims)
+    X = np.vstack([rng.normal(means[c], 1.0, (n_per_class, dims)) for c in range(n_classes)])
+    labels = np.repeat([f"class-{c}" for c in range(n_classes)], n_per_class)
+    return X, labels
+
+
+def test_separable_labels_are_decoded_perfectly():
+    X, labels = separable()
+    result = scores(probe_scores(X, labels))
+    assert result.loc["accuracy", "value"] == pytest.approx(1.0)
+    assert result.loc["macro_f1", "value"] == pytest.approx(1.0)
+    assert result.loc["accuracy", "chance"] == pytest.approx(1 / 3, abs=0.02)
+    assert (result["folds"] == 5).all()
+
+
+def test_mlp_probe_decodes_separable_labels():
+    X, labels = separable(seed=1)
+    result = scores(probe_scores(X, labels, probe="mlp"))
+    assert result.loc["accuracy", "value"] > 0.95
+
+
+def test_shuffled_labels_score_near_chance():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((240, 30))
+    labels = np.repeat(["a", "b", "c", "d"], 60)
+    rng.shuffle(labels)
+    result = scores(probe_scores(X, labels, seed=0))
+    accuracy = result.loc["accuracy"]
+    assert accuracy["chance"] == pytest.approx(0.25, abs=0.02)
+    assert abs(accuracy["value"] - 0.25) < 0.1
+    assert accuracy["ci_low"] <= accuracy["value"] <= accuracy["ci_high"]
+
+
+def test_interval_is_the_fold_based_t_interval():
+    fold_scores = np.array([0.70, 0.80, 0.75, 0.90, 0.85])
+    block = np.stack([np.stack([fold_scores, np.full(5, 0.5)])] * 2)
+    accuracy = dict(zip(["metric", "value", "std", "ci_low", "ci_high", "chance", "folds"],
+                        probes._summary(block)[0], strict=True))  # fmt: skip
+    half = 2.776445 * fold_scores.std(ddof=1) / np.sqrt(5)  # t(0.975, df=4)
+    assert stats.t.ppf(0.975, 4) == pytest.approx(2.776445, abs=1e-6)
+    assert accuracy["value"] == pytest.approx(0.8)
+    assert accuracy["ci_low"] == pytest.approx(0.8 - half, abs=1e-6)
+    assert accuracy["ci_high"] == pytest.approx(0.8 + half, abs=1e-6)
+    assert accuracy["chance"] == 0.5 and accuracy["folds"] == 5
+
+
+def test_group_folds_are_disjoint():
+    rng = np.random.default_rng(3)
+    speakers = np.repeat([f"spk{i}" for i in range(20)], 12)
+    accent_of = {s: ["en", "de", "fr", "es"][i % 4] for i, s in enumerate(np.unique(speakers))}
+    accents = np.array([accent_of[s] for s in speakers])
+    words = rng.choice(["yes", "no", "stop"], size=len(speakers))
+    for labels in (accents, words):
+        splits = probe_splits(labels, folds=5, groups=speakers)
+        assert len(splits) == 5
+        for train, test in splits:
+            assert not set(speakers[train]) & set(speakers[test])
+            assert len(train) + len(test) == len(labels)
+    # without groups the same speakers do land on both sides (the check above is not vacuous)
+    ungrouped = probe_splits(words, folds=5)
+    assert any(set(speakers[tr]) & set(speakers[te]) for tr, te in ungrouped)
+
+
+def test_group_equal_to_label_uses_plain_stratified_folds():
+    rng = np.random.default_rng(4)
+    speakers = np.repeat([f"spk{i}" for i in range(6)], 20)
+    X = rng.standard_normal((len(speakers), 8))
+    labels_df = pd.DataFrame({"speaker": speakers, "word": rng.choice(["a", "b"], len(speakers))})
+    table = probe_table(
+        {"layer.0": X}, labels_df, label_columns=["speaker", "word"], group="speaker",
+        model="m", span="word", pooling="mean", progress=False,
+    )  # fmt: skip
+    # speaker-disjoint folds could never test a speaker probe; it must still get 5 folds
+    assert (table["folds"] == 5).all()
+
+
+def test_rare_classes_are_dropped_without_crashing():
+    X, labels = separable(n_per_class=30, seed=5)
+    X = np.vstack([X, np.zeros((3, X.shape[1]))])
+    labels = np.concatenate([labels, ["rare-2", "rare-2", "rare-1"]])
+    with pytest.warns(UserWarning, match="dropping 2 class"):
+        result = scores(probe_scores(X, labels))
+    assert result.loc["accuracy", "value"] == pytest.approx(1.0)
+    with pytest.warns(UserWarning, match="dropping"):
+        splits = probe_splits(labels)
+    used = np.concatenate([test for _, test in splits])
+    assert not {"rare-1", "rare-2"} & set(labels[used])
+
+
+def test_only_small_classes_reduce_the_folds():
+    X, labels = separable(n_per_class=3, n_classes=2, seed=6)
+    with pytest.warns(UserWarning, match="reducing folds from 5 to 3"):
+        result = scores(probe_scores(X, labels))
+    assert (result["folds"] == 3).all()
+
+
+def test_impossible_probe_gives_nan_not_an_error():
+    X = np.random.default_rng(7).standard_normal((4, 3))
+    with pytest.warns(UserWarning, match="no probe possible"):
+        result = scores(probe_scores(X, ["a", "a", "a", "b"]))
+    assert result["value"].isna().all() and (result["folds"] == 0).all()
+
+
+def test_wide_layers_are_reduced_by_pca():
+    rng = np.random.default_rng(8)
+    latent, labels = separable(dims=3, seed=8)  # class structure in 3 of 40 dimensions
+    X = latent @ rng.standard_normal((3, 40)) + 0.1 * rng.standard_normal((len(latent), 40))
+    for pca_on in ("train", "all"):
+        result = scores(probe_scores(X, labels, max_dims=10, pca_on=pca_on))
+        assert result.loc["accuracy", "value"] > 0.95
+    probe = probes.make_probe(n_features=40, y_train=labels[:100], max_dims=10)
+    assert probe.named_steps["pca"].n_components == 10
+
+
+def test_probe_table_columns_and_rows():
+    rng = np.random.default_rng(9)
+    n = 90
+    layers = {f"layer.{i}": rng.standard_normal((n, 6)) for i in range(3)}
+    labels_df = pd.DataFrame(
+        {"speaker": np.repeat(["s1", "s2", "s3"], 30), "word": rng.choice(["a", "b", "c"], n)}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about here
+        table = probe_table(
+            layers, labels_df, label_columns=["speaker", "word"], group="speaker", model="m",
+            span="word", pooling="mean", folds=3, progress=False,
+        )  # fmt: skip
+    assert tuple(table.columns) == PROBE_COLUMNS
+    assert len(table) == 3 * 2 * 2
+    assert set(table["metric"]) == {"accuracy", "macro_f1"}
+    assert (table["probe"] == "logreg").all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"probe": "svm"}, "probe must be one of"), ({"folds": 1}, "folds must be an integer")],
+)
+def test_invalid_options_raise(kwargs, match):
+    X, labels = separable()
+    with pytest.raises(ValueError, match=match):
+        probe_scores(X, labels, **kwargs)
+
+
+def test_invalid_input_raises():
+    with pytest.raises(ValueError, match="labels has 3 entries"):
+        probe_scores(np.zeros((4, 2)), ["a", "b", "a"])
+    with pytest.raises(ValueError, match="X contains NaN"):
+        probe_scores(np.full((4, 2), np.nan), ["a", "b", "a", "b"])
+
+
+def test_no_label_columns_gives_an_empty_table():
+    table = probe_table(
+        {"layer.0": np.zeros((5, 2))}, pd.DataFrame(index=range(5)), label_columns=[],
+        model="m", span="word", pooling="mean", progress=False,
+    )  # fmt: skip
+    assert table.empty and tuple(table.columns) == PROBE_COLUMNS
