@@ -122,6 +122,8 @@ def curve_table(tables: dict, *, span: str | None = None, pooling: str | None = 
     if not parts:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     out = pd.concat(parts, ignore_index=True)
+    # an undefined curve (e.g. a probe with too few groups per class) gets no empty panel
+    out = out[np.isfinite(out["value"].to_numpy(dtype=float))]
     # duplicates (e.g. several k for one label when unnamed) are averaged
     return (out.groupby(["family", "key", "metric", "model", "layer"], sort=False,
                         as_index=False)
