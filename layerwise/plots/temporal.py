@@ -132,7 +132,8 @@ def self_similarity(frames_by_layer: Mapping[str, np.ndarray], out: str | Path, 
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
     panel_in = 3.3
-    fig = style.new_figure(ncols * panel_in + 1.0, nrows * (panel_in + 0.15) + 1.0)
+    lift = 0.6 if words else 0.0  # room for the word labels above each panel
+    fig = style.new_figure(ncols * panel_in + 1.0, nrows * (panel_in + 0.15 + lift) + 1.0)
     axes = style.panel_grid(fig, n, ncols)
     # fixed 0-1 scale; the (rare) negative cosines get their own colour, not half the map
     cmap = style.sequential_cmap("viridis").with_extremes(under=NEGATIVE_COLOUR)
@@ -144,7 +145,9 @@ def self_similarity(frames_by_layer: Mapping[str, np.ndarray], out: str | Path, 
         im = ax.imshow(np.ma.masked_invalid(S), cmap=cmap, vmin=0.0, vmax=1.0,
                        extent=(0, dur, dur, 0), interpolation="nearest")
         _word_marks(ax, words, dur, width_pt=0.8 * panel_in * 72)
-        ax.set_title(f"{layer}", pad=6)
+        # word labels stand above the panel: lift the layer name over the longest one
+        longest = max((len(str(w[2])) for w in words), default=0) if words else 0
+        ax.set_title(f"{layer}", pad=6 + 5.5 * longest)
         ax.spines[["top", "right"]].set_visible(True)
         if i + ncols >= n:
             ax.set_xlabel("time (s)")
