@@ -44,3 +44,22 @@ demo-corpus:
 
 clean:
 	rm -rf results figures report.html .snakemake
+
+# SLURM (docs/cluster.md). test-slurm: a one-node SLURM on this machine (root; installs
+# Debian's slurm packages when missing), the workflow through sbatch against a local run; the
+# daemons are stopped by PID whatever happens. install-profile: `snakemake --profile slurm`.
+.PHONY: install-profile
+SNAKEMAKE_PROFILES ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
+SLURM_PROFILE_NAME ?= slurm
+
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest -q -m slurm tests/test_slurm.py; rc=$$?; bash tests/slurm/stop.sh; exit $$rc
+
+install-profile:
+	@dest="$(SNAKEMAKE_PROFILES)/$(SLURM_PROFILE_NAME)"; src="$(CURDIR)/profiles/slurm"; \
+	if [ -e "$$dest" -o -L "$$dest" ] && [ "$$(readlink "$$dest")" != "$$src" ]; then \
+	  echo "$$dest exists and is not a link to $$src: remove it, or pick another name" \
+	    "(make install-profile SLURM_PROFILE_NAME=layerwise-slurm)" >&2; exit 1; \
+	fi; \
+	mkdir -p "$(SNAKEMAKE_PROFILES)" && ln -sfn "$$src" "$$dest" && \
+	echo "installed: $$dest -> $$src (use: snakemake --profile $(SLURM_PROFILE_NAME))"

@@ -1,0 +1,1 @@
+"""Benchmarks of layerwise (see benchmarks/README.md); importable from the repository root."""
