@@ -24,15 +24,16 @@ from torch import nn
 
 
 def masked_instance_norm(h: torch.Tensor, norm: nn.GroupNorm, lengths: Sequence[int]) -> torch.Tensor:
-    """GroupNorm with one group per channel, statistics over ``h[b, :, :lengths[b]]`` only."""
-    out = torch.empty_like(h)
+    """``norm`` applied to each utterance's valid frames ``h[b, :, :lengths[b]]`` alone.
+
+    The very GroupNorm kernel a lone utterance would get; padded frames are left at zero (the
+    convolutions that follow never let them reach a valid frame).
+    """
+    out = torch.zeros_like(h)
     for b, n in enumerate(lengths):
-        valid = h[b, :, :n]
-        mean = valid.mean(dim=-1, keepdim=True)
-        var = valid.var(dim=-1, unbiased=False, keepdim=True)
-        out[b] = (h[b] - mean) * torch.rsqrt(var + norm.eps)
-    if norm.affine:
-        out = out * norm.weight[:, None] + norm.bias[:, None]
+        out[b : b + 1, :, :n] = nn.functional.group_norm(
+            h[b : b + 1, :, :n], norm.num_groups, norm.weight, norm.bias, norm.eps
+        )
     return out
 
 

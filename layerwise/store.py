@@ -70,8 +70,11 @@ class ShardWriter:
         for info in layers:
             g = self.f.create_group(f"layers/{info.name}")
             rows = max(1, CHUNK_BYTES // (info.dim * self.dtype.itemsize))
+            if info.name not in frame_layers:  # one mean row per utterance: small chunks
+                rows = min(rows, 256)
             g.create_dataset("frames", (0, info.dim), maxshape=(None, info.dim), dtype=self.dtype,
-                             chunks=(rows, info.dim), compression=compression)
+                             chunks=(rows, info.dim), compression=compression,
+                             shuffle=compression is not None)
             g.create_dataset("offsets", data=np.zeros(1, dtype="int64"), maxshape=(None,),
                              chunks=(4096,))
             g.attrs.update({"frame_rate_hz": float(info.frame_rate_hz), "dim": int(info.dim),
