@@ -138,14 +138,9 @@ def load_encoder(settings: Settings) -> encoders.SpeechEncoder:
 
 def plan(enc: encoders.SpeechEncoder, table: pd.DataFrame, batch_seconds: float
          ) -> tuple[list[str], list[list[int]]]:
-    """Utterance order and batches as ``extract_shard`` makes them (it does not expose them)."""
-    table = table.sort_values(["group", "n_samples", "utt_id"], ascending=[True, False, True],
-                              kind="stable")
-    costs = [enc.cost_seconds(int(n)) for n in table["n_samples"]]
-    key = list(table["group"])
-    if enc.batching == "equal-length":
-        key = list(zip(table["group"], table["n_samples"], strict=True))
-    return list(table["utt_id"]), extract.plan_batches(costs, batch_seconds, equal_key=key)
+    """Utterance order and batches exactly as ``extract_shard`` makes them."""
+    table, batches = extract.batch_order(enc, table, batch_seconds)
+    return list(table["utt_id"]), batches
 
 
 def layer_sets(enc: encoders.SpeechEncoder, settings: Settings) -> tuple[set[str], set[str]]:
@@ -298,7 +293,8 @@ def report(data: Corpus, settings: Settings, res: Results, *, threads: int) -> l
     """The ``bench <name> <value>`` lines: context first, then the figures.
 
     Headline figures use wall time; ``*_cpu`` lines repeat them with this process's CPU time,
-    which a busy machine disturbs much less (on CPU devices only: a GPU's work is not in it).
+    which a busy machine disturbs less, though not entirely (OpenMP spin counts as CPU time);
+    printed on CPU devices only, since a GPU's work is not in it.
     """
     b, secs = res.bytes, data.audio_seconds
     lines: dict[str, object] = {

@@ -59,6 +59,20 @@ def plan_batches(costs: Sequence[float], budget: float, *, equal_key: Sequence |
     return batches
 
 
+def batch_order(enc: encoders.SpeechEncoder, table: pd.DataFrame, batch_seconds: float
+                ) -> tuple[pd.DataFrame, list[list[int]]]:
+    """A shard table in processing order (group, longest first, id) and its batches."""
+    if "group" not in table:
+        table = table.assign(group=0)
+    table = table.sort_values(["group", "n_samples", "utt_id"], ascending=[True, False, True],
+                              kind="stable").reset_index(drop=True)
+    costs = [enc.cost_seconds(int(n)) for n in table["n_samples"]]
+    key = list(table["group"])
+    if enc.batching == "equal-length":
+        key = list(zip(table["group"], table["n_samples"], strict=True))
+    return table, plan_batches(costs, batch_seconds, equal_key=key)
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
@@ -101,16 +115,8 @@ def extract_shard(
         log.warning("%s cannot be batched exactly with padding; only equal-length utterances "
                     "share a batch", enc.family)
 
-    table = read_tsv(shard_table, dtype={"utt_id": str, "path": str})
-    if "group" not in table:
-        table["group"] = 0
-    table = table.sort_values(["group", "n_samples", "utt_id"], ascending=[True, False, True],
-                              kind="stable")
-    costs = [enc.cost_seconds(int(n)) for n in table["n_samples"]]
-    key = list(table["group"])
-    if enc.batching == "equal-length":
-        key = list(zip(table["group"], table["n_samples"], strict=True))
-    batches = plan_batches(costs, batch_seconds, equal_key=key)
+    table, batches = batch_order(enc, read_tsv(shard_table, dtype={"utt_id": str, "path": str}),
+                                 batch_seconds)
     rows = table.to_dict("records")
     attrs = {
         "model_source": source,
