@@ -19,6 +19,10 @@ include: "rules/analyse.smk"
 include: "rules/figures.smk"
 
 
+localrules:
+    figures,
+
+
 rule all:
     default_target: True
     input:

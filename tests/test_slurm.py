@@ -1,6 +1,6 @@
 """The workflow on SLURM: real sbatch on a one-node test cluster, with the user-facing profile.
 
-Run with ``make test-slurm`` (root on Debian/Ubuntu: ``tests/slurm/start.sh`` installs the
+Run with ``make test-slurm`` (root on Debian 12: ``tests/slurm/start.sh`` installs the
 Debian packages when missing and starts munged, slurmctld and slurmd; the module fixture stops
 them by PID, also on failure). The tests marked ``slurm`` check that
 
@@ -105,9 +105,9 @@ def make_workdir(root: Path, corpus: Path, config: dict = CONFIG) -> Path:
     return root
 
 
-def snakemake_args(workdir: Path, *profiles: Path, targets=TARGETS) -> list[str]:
+def snakemake_args(workdir: Path, *profiles: Path, targets=TARGETS, options=()) -> list[str]:
     cmd = snakemake_cmd() + ["-s", str(SNAKEFILE), "--directory", str(workdir)]
-    cmd += ["--configfile", str(workdir / "config.yaml")]
+    cmd += ["--configfile", str(workdir / "config.yaml"), *options]
     for p in profiles:
         cmd += ["--profile", str(p)]
     return cmd + list(targets)
@@ -153,6 +153,18 @@ class Run:
         if self.returncode == "timeout":
             pytest.fail(f"{self.name} run did not end within {self.timeout:.0f} s (hung?):\n"
                         f"{self.output[-5000:]}")
+
+
+def same_threads() -> list[str]:
+    """The local run's extraction gets the SLURM profile's thread count.
+
+    On the CPU, features depend on torch's thread count (float16 rounding of the transformer
+    layers differs between 2 and 4 threads), so both sides must use the same. Both are capped
+    by the machine's cores: locally by ``cores: all``, under SLURM by the job step's
+    ``--cores all`` (this test cluster does not confine jobs to their CPUs).
+    """
+    settings = yaml.safe_load((SLURM_PROFILE / "config.yaml").read_text())
+    return ["--set-threads", f"extract_features={settings['set-threads']['extract_features']}"]
 
 
 def squeue_rows() -> list[dict]:
@@ -248,7 +260,8 @@ def runs(cluster, corpus, tmp_path_factory) -> dict:
         Run("broken", broken,
             snakemake_args(broken, SLURM_PROFILE, TEST_PROFILE, targets=[BROKEN_TARGET]),
             slurm_env(), FAIL_TIMEOUT),
-        Run("local", local, snakemake_args(local, LOCAL_PROFILE), clean_env(), RUN_TIMEOUT),
+        Run("local", local, snakemake_args(local, LOCAL_PROFILE, options=same_threads()),
+            clean_env(), RUN_TIMEOUT),
     ]
     while not all([r.poll() for r in started]):
         time.sleep(0.5)
