@@ -8,7 +8,13 @@ rule analyse:
         layers=pooled_layers,
         mel=mel_input,
     output:
-        f"{OUT}/tables/{{model}}/{{analysis}}-{{span}}-{{pooling}}.tsv",
+        report(
+            f"{OUT}/tables/{{model}}/{{analysis}}-{{span}}-{{pooling}}.tsv",
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="{model}",
+            labels={"model": "{model}", "table": "{analysis}, {span}-{pooling}"},
+        ),
     log:
         f"{LOGS}/analyse/{{model}}-{{analysis}}-{{span}}-{{pooling}}.log",
     conda:
@@ -29,7 +35,16 @@ rule analyse_cross:
         layers_a=lambda wc: pooled_layers(wc, wc.model_a),
         layers_b=lambda wc: pooled_layers(wc, wc.model_b),
     output:
-        f"{OUT}/tables/cross/{{model_a}}--{{model_b}}/similarity-{{span}}-{{pooling}}.tsv",
+        report(
+            f"{OUT}/tables/cross/{{model_a}}--{{model_b}}/similarity-{{span}}-{{pooling}}.tsv",
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="cross-model",
+            labels={
+                "model": "{model_a} vs {model_b}",
+                "table": "similarity, {span}-{pooling}",
+            },
+        ),
     log:
         f"{LOGS}/analyse_cross/{{model_a}}--{{model_b}}-{{span}}-{{pooling}}.log",
     conda:
