@@ -22,9 +22,9 @@ def summarise(manifest: str | Path, shard_tables: Sequence[str | Path],
     extract_fail = int(by_stage.get("extract", 0))
     lines = [
         f"files found:    {found + int(by_stage.get('scan', 0))}",
-        f"kept:           {converted} utterances "
-        f"({extract_fail} (utterance, model) extraction failures)",
+        f"kept:           {converted} utterances",
         f"rejected:       {int(by_stage.get('scan', 0)) + int(by_stage.get('audio', 0))} files",
+        f"extraction failures (utterance x model): {extract_fail}",
     ]
     lines += [f"  at {stage}: {n}" for stage, n in by_stage.items()]
     if len(rejected):
