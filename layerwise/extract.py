@@ -11,7 +11,6 @@ that fails on its own is rejected with its reason and the shard completes withou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import platform
@@ -30,12 +29,6 @@ from layerwise.tables import read_tsv, rejected_frame, write_tsv
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def config_hash(params: dict) -> str:
-    """A short, stable hash of everything that changes the features."""
-    blob = json.dumps(params, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def plan_batches(costs: Sequence[float], budget: float, *, equal_key: Sequence | None = None

@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a model is built, not when the DAG is parsed
+    import torch
 
 #: Random-weight presets: name -> (model_type, config overrides). "tiny-*" exist for tests
 #: (one per architecture family); the others match the shapes of real checkpoints.
@@ -118,6 +120,8 @@ def build_random(preset: str, *, seed: int = 0) -> tuple[torch.nn.Module, object
             f"random:{preset}: unknown preset; known presets: {', '.join(sorted(PRESETS))}"
         )
     model_type, overrides = PRESETS[preset]
+    import torch
+
     config = AutoConfig.for_model(model_type, **overrides)
     torch.manual_seed(seed)
     model = AutoModel.from_config(config).eval()

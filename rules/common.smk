@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from layerwise import config as layerwise_config
-from layerwise.extract import config_hash
+from layerwise.config import config_hash
 from layerwise.models import needs_preparation
 
 validate(config, "../schemas/config.schema.yaml")
