@@ -4,10 +4,12 @@ Run with ``make test-slurm`` (root on Debian 12: ``tests/slurm/start.sh`` instal
 Debian packages when missing and starts munged, slurmctld and slurmd; the module fixture stops
 them by PID, also on failure). The tests marked ``slurm`` check that
 
-* the workflow (tiny random model, 2 shards) run through ``sbatch`` with ``profiles/slurm`` +
-  the test-only layer ``tests/slurm/profile`` gives the same outputs as a local run with
-  ``profiles/local``: every layer's frames of every utterance bitwise, every other output
-  byte for byte;
+* the demo workflow (the bundled demo corpus with its word alignments and speaker labels, a
+  tiny random wav2vec2, 2 shards, the Snakefile's default target: extraction, pooling, every
+  analysis and every figure) run through ``sbatch`` with ``profiles/slurm`` + the test-only
+  layer ``tests/slurm/profile`` gives the same outputs as a local run with ``profiles/local``:
+  every layer's frames of every utterance bitwise, every table and every other output byte
+  for byte (figures by presence);
 * the jobs asked for what the profile says: the partition from ``LAYERWISE_SLURM_PARTITION``,
   a GPU of the type in ``LAYERWISE_SLURM_GPU_MODEL`` for extraction and for nothing else, one
   group job for the audio shards;
@@ -15,9 +17,8 @@ them by PID, also on failure). The tests marked ``slurm`` check that
   fails) fails the run promptly, naming the job's log files, instead of leaving it waiting.
 
 The three runs (local, SLURM, SLURM with the failing job) go side by side; most of a SLURM
-run's time is waiting for the next status check. By default they stop after extraction
-(``TARGETS``: summary, rejections, features); ``LAYERWISE_SLURM_TEST_FULL=1`` runs the
-Snakefile's default target (pooling and every analysis, too) on both sides.
+run's time is waiting for the next status check. ``LAYERWISE_SLURM_TEST_QUICK=1`` stops both
+runs after extraction (summary, rejections, features), for working on the profile.
 
 ``test_profiles_dry_run`` is not marked ``slurm``: ``make test`` dry-runs both profiles, so a
 profile that no longer fits the rules is noticed without a cluster.
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -38,7 +38,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from corpora import librispeech_tree
 
 from layerwise import store
 
@@ -52,24 +51,33 @@ STOP = REPO / "tests" / "slurm" / "stop.sh"
 STATE = Path(os.environ.get("LAYERWISE_SLURM_DIR", "/tmp/layerwise-slurm"))
 PARTITION = "lwtest"  # the test cluster's partition that is *not* its default one
 GPU_MODEL = "fakegpu"  # the type of the test cluster's fake GPUs
-FULL = os.environ.get("LAYERWISE_SLURM_TEST_FULL") == "1"
+QUICK = os.environ.get("LAYERWISE_SLURM_TEST_QUICK") == "1"
 # Upper bounds only (a run that hangs is killed and fails its test); on an idle 2-core machine
-# the runs take 1-2 minutes, on a busy one up to 4.
-RUN_TIMEOUT = int(os.environ.get("LAYERWISE_SLURM_RUN_TIMEOUT", "1800" if FULL else "600"))
+# the full runs take 2-5 minutes.
+RUN_TIMEOUT = int(os.environ.get("LAYERWISE_SLURM_RUN_TIMEOUT", "600" if QUICK else "1800"))
 FAIL_TIMEOUT = 600  # the run with the failing job must end by itself within this
 
 OUT = "results/t"
 SHARDS = ["000", "001"]
 TARGETS = (
-    []  # the Snakefile's default target
-    if FULL
-    else [f"{OUT}/summary.txt", f"{OUT}/rejected.tsv"]
+    [f"{OUT}/summary.txt", f"{OUT}/rejected.tsv"]
     + [f"{OUT}/features/tiny/shard-{s}.h5" for s in SHARDS]
+    if QUICK
+    else []  # the Snakefile's default target
 )
-CONFIG = {
-    "corpus": {"name": "t", "source": "librispeech", "path": "corpus/dev-clean", "shards": 2},
+DEMO = REPO / "resources" / "demo"
+CONFIG = {  # the default config.yaml's corpus, with one tiny model
+    "corpus": {
+        "name": "t",
+        "source": "librispeech",
+        "path": str(DEMO / "LibriSpeech" / "dev-clean"),
+        "alignments": str(DEMO / "alignments"),
+        "label_table": {"path": str(DEMO / "speakers.tsv"), "on": "speaker"},
+        "labels": ["speaker", "gender", "accent"],
+        "shards": 2,
+    },
     "models": [{"name": "tiny", "source": "random:tiny-wav2vec2"}],
-    "pool": {"spans": ["utterance"]},  # the test corpus has no word alignments
+    "pool": {"spans": ["utterance", "word"]},
 }
 BROKEN_TARGET = f"{OUT}/features/broken/shard-000.h5"
 BROKEN_LOG = f"{OUT}/logs/extract_features/broken-000.log"
@@ -98,9 +106,8 @@ def slurm_env() -> dict:
                      LAYERWISE_SLURM_GPU_MODEL=GPU_MODEL)
 
 
-def make_workdir(root: Path, corpus: Path, config: dict = CONFIG) -> Path:
+def make_workdir(root: Path, config: dict = CONFIG) -> Path:
     root.mkdir(parents=True)
-    shutil.copytree(corpus, root / "corpus")
     (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return root
 
@@ -182,7 +189,8 @@ def squeue_rows() -> list[dict]:
 
 
 def compare_results(a: Path, b: Path) -> None:
-    """Everything under a/results equals b/results (logs and image bytes aside)."""
+    """Everything under a/results equals b/results (logs and image bytes aside), and both
+    runs assembled the same figures/."""
 
     def files(root: Path) -> list[Path]:
         return sorted(
@@ -194,18 +202,22 @@ def compare_results(a: Path, b: Path) -> None:
     ra, rb = a / "results", b / "results"
     fa, fb = files(ra), files(rb)
     assert fa == fb, f"only local: {set(fa) - set(fb)}; only SLURM: {set(fb) - set(fa)}"
-    n_h5 = 0
     for rel in fa:
         pa, pb = ra / rel, rb / rel
         if rel.suffix == ".h5":
             compare_features(pa, pb)
-            n_h5 += 1
         elif rel.suffix not in IMAGES and pa.read_bytes() != pb.read_bytes():
             if rel.suffix == ".tsv":  # say where
                 pd.testing.assert_frame_equal(pd.read_csv(pa, sep="\t"),
                                               pd.read_csv(pb, sep="\t"), obj=str(rel))
             raise AssertionError(f"{rel}: the local and the SLURM file differ")
-    assert n_h5 == len(SHARDS)
+    assert sum(p.suffix == ".h5" and p.parts[1] == "features" for p in fa) == len(SHARDS)
+    if not QUICK:  # the analyses ran: tables of every analysis, figures on both sides
+        tables = {p.name.split("-")[0] for p in fa if "tables" in p.parts}
+        assert {"similarity", "probes", "convexity", "clustering", "featstats", "embed",
+                "cca"} <= tables, tables
+        figs_a, figs_b = files(a / "figures"), files(b / "figures")
+        assert figs_a == figs_b and Path("t/index.html") in figs_a, (figs_a, figs_b)
 
 
 def compare_features(a: Path, b: Path) -> None:
@@ -224,13 +236,6 @@ def compare_features(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    librispeech_tree(root, bad=False)
-    return root
-
-
-@pytest.fixture(scope="module")
 def cluster():
     """A one-node SLURM for this module; stopped by the PIDs start.sh recorded, come what may."""
     try:
@@ -245,15 +250,15 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, corpus, tmp_path_factory) -> dict:
+def runs(cluster, tmp_path_factory) -> dict:
     """Local run, SLURM run, and SLURM run with a failing job, side by side."""
     root = tmp_path_factory.mktemp("runs")
-    local = make_workdir(root / "local", corpus)
-    slurm = make_workdir(root / "slurm", corpus)
+    local = make_workdir(root / "local")
+    slurm = make_workdir(root / "slurm")
     empty_model = root / "empty-model"  # exists, so the config checks pass; holds nothing
     empty_model.mkdir()
     broken_config = {**CONFIG, "models": [{"name": "broken", "source": str(empty_model)}]}
-    broken = make_workdir(root / "broken", corpus, broken_config)
+    broken = make_workdir(root / "broken", broken_config)
     started = [
         Run("slurm", slurm, snakemake_args(slurm, SLURM_PROFILE, TEST_PROFILE), slurm_env(),
             RUN_TIMEOUT),
@@ -322,9 +327,9 @@ def test_failing_job_fails_the_run_and_names_its_log(runs):
     assert not (run.workdir / BROKEN_TARGET).exists()
 
 
-def test_profiles_dry_run(corpus, tmp_path):
+def test_profiles_dry_run(tmp_path):
     """Both profiles parse and fit the workflow's rules (a dry run: no SLURM needed)."""
-    work = make_workdir(tmp_path / "work", corpus)
+    work = make_workdir(tmp_path / "work")
     known = {
         m.group(1)
         for smk in [SNAKEFILE, *sorted((REPO / "rules").glob("*.smk"))]
