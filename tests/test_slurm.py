@@ -175,7 +175,7 @@ def same_threads() -> list[str]:
 
 
 def squeue_rows() -> list[dict]:
-    """The test cluster's jobs of the last MinJobAge (300 s), finished ones included."""
+    """The test cluster's jobs of the last MinJobAge (3600 s: the whole test), finished ones too."""
     fields = ["JobID", "Name", "Partition", "tres-per-job", "State", "Comment"]
     fmt = ",".join(f"{f}:|" for f in fields)
     out = subprocess.run(["squeue", "--states=all", "-h", "-O", fmt], env=slurm_env(),
@@ -296,7 +296,7 @@ def test_jobs_ask_for_what_the_profile_says(runs):
     # the audio shards went in one group job (one sbatch), not one sbatch each
     assert "slurm_logs/group_audio_audio_shard/" in log, "no audio_shard group job"
     assert "slurm_logs/rule_audio_shard/" not in log
-    # every job still in squeue (MinJobAge = 300 s) ran where the profile sent it
+    # every job of the test (squeue keeps them for MinJobAge = 3600 s) ran where the profile sent it
     ours = [r for r in runs["jobs"] if r["Name"].startswith("layerwise_")]
     assert len(ours) >= 4, runs["jobs"]
     assert {r["Partition"] for r in ours} == {PARTITION}, ours

@@ -19,8 +19,8 @@
 # (nothing is enforced: proctrack/linuxproc, task/none), so the user-facing profile's requests
 # fit; and two fake GPUs (gres gpu:fakegpu:2, files /dev/null and /dev/zero): a job asking for
 # one sees CUDA_VISIBLE_DEVICES=0 or 1, two such jobs run side by side. There is no accounting
-# database, so `sacct` fails: clients must poll with `squeue` (MinJobAge=300 keeps finished
-# jobs visible to it for 5 minutes).
+# database, so `sacct` fails: clients must poll with `squeue` (MinJobAge=3600 keeps finished
+# jobs visible to it for an hour, the length of a test session).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -109,7 +109,7 @@ MpiDefault=none
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
 ReturnToService=2
-MinJobAge=300
+MinJobAge=3600
 DefMemPerCPU=1000
 InactiveLimit=0
 KillWait=5
