@@ -15,8 +15,11 @@ Two arms, one figure per line (``bench <name> <value>``) on stdout; notes on std
   find) and a pool index with string columns ``row, utt_id, start_s, end_s, unit, speaker,
   accent, word``. Each analysis runs once through ``layerwise.analyses.run`` exactly as
   ``scripts/analyse.py`` calls it, with the schema defaults of its ``analysis:`` section
-  (read from ``schemas/config.schema.yaml``). Figures: ``seconds_<analysis>`` and
-  ``seconds_analysis_total``.
+  (read from ``schemas/config.schema.yaml``) and ``n_jobs`` = ``--jobs`` (default 2, the
+  ``analyse`` rule's threads). Figures: ``seconds_<analysis>`` and ``seconds_analysis_total``;
+  ``cpu_seconds_*`` count this process only, not joblib's worker processes (the probes with
+  ``--jobs`` > 1). With ``--jobs`` > 1 the probes run once more with one job, in the same
+  process, and ``probes_speedup_jobs`` is the ratio.
 * ``stream``: all L x L linear CKA values through ``StreamingGram`` over frames generated chunk
   by chunk from seeded generators (each layer a drifting random linear map of a shared latent,
   plus an offset and noise), never holding all frames. It runs in a fresh (spawned) process so
@@ -159,15 +162,17 @@ def make_layers(index: pd.DataFrame, n_layers: int, dim: int, seed: int) -> dict
     return layers
 
 
-def run_analysis(name: str, index: pd.DataFrame, layers: dict, params: dict) -> pd.DataFrame:
-    """One analysis, called as ``scripts/analyse.py`` calls it."""
+def run_analysis(name: str, index: pd.DataFrame, layers: dict, params: dict,
+                 n_jobs: int = 1) -> pd.DataFrame:
+    """One analysis, called as ``scripts/analyse.py`` calls it (``n_jobs``: the job's threads)."""
     return analyses.run(name, index, layers, model=MODEL, span=SPAN, pooling=POOLING,
-                        labels=list(CORPUS_LABELS), params=params, seed=0)
+                        labels=list(CORPUS_LABELS), params=params, seed=0, n_jobs=n_jobs)
 
 
 def profile_analysis(name: str, index: pd.DataFrame, layers: dict, params: dict,
                      *, top: int = 15) -> str:
-    """cProfile of one more run of ``name``: the ``top`` functions by cumulative time."""
+    """cProfile of one more run of ``name`` (one process): the ``top`` functions by cumulative
+    time."""
     profiler = cProfile.Profile()
     profiler.runcall(run_analysis, name, index, layers, params)
     out = io.StringIO()
@@ -175,18 +180,23 @@ def profile_analysis(name: str, index: pd.DataFrame, layers: dict, params: dict,
     return f"# profile of {name}\n{out.getvalue()}"
 
 
-def arm_analyses(shape: Shape, names: Sequence[str], *, seed: int,
+def arm_analyses(shape: Shape, names: Sequence[str], *, seed: int, jobs: int = 1,
                  profile: Sequence[str] = ()) -> list[str]:
     index = make_index(shape.rows, seed)
     layers = make_layers(index, shape.layers, shape.dim, seed)
     defaults = schema_defaults()
     times = {}
     for name in names:
-        note(f"analysis {name} with {defaults[name]}")
-        times[name], table = timed(run_analysis, name, index, layers, defaults[name])
+        note(f"analysis {name} with {defaults[name]}, {jobs} job(s)")
+        times[name], table = timed(run_analysis, name, index, layers, defaults[name], jobs)
         note(f"{name}: {times[name].wall:.2f} s wall, {times[name].cpu:.2f} s cpu, "
              f"{len(table)} table rows")
     lines = []
+    if "probes" in names and jobs > 1:  # the baseline: the same probes in this process only
+        note("probes again with 1 job (baseline of probes_speedup_jobs)")
+        one, _ = timed(run_analysis, "probes", index, layers, defaults["probes"], 1)
+        lines.append(bench("seconds_probes_1job", one.wall))
+        lines.append(bench("probes_speedup_jobs", one.wall / times["probes"].wall))
     if names:  # --analyses "" --profile NAME profiles without timing first
         lines += [bench(f"seconds_{name}", times[name].wall) for name in names]
         lines.append(bench("seconds_analysis_total", sum(t.wall for t in times.values())))
@@ -313,6 +323,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", default="",
                    help="comma-separated analyses to profile after timing (top 15 cumulative, "
                         "stderr)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="n_jobs of the analyses, as the workflow passes the analyse rule's "
+                        "threads (default 2); with > 1 the probes run once more with 1 job")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -337,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
     note(f"{shape}, {len(os.sched_getaffinity(0))} cores")
     lines = []
     if not args.skip_analyses:
-        lines += arm_analyses(shape, split(args.analyses), seed=args.seed,
+        lines += arm_analyses(shape, split(args.analyses), seed=args.seed, jobs=args.jobs,
                               profile=split(args.profile))
     if not args.skip_stream:
         lines += arm_stream(shape, seed=args.seed)

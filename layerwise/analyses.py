@@ -39,10 +39,12 @@ def label_columns(index: pd.DataFrame, labels: Sequence[str], span: str) -> list
 
 def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model: str, span: str,
         pooling: str, labels: Sequence[str], params: dict, seed: int = 0,
-        mel: np.ndarray | None = None) -> pd.DataFrame:
+        mel: np.ndarray | None = None, n_jobs: int = 1) -> pd.DataFrame:
     """Run analysis ``name`` (one of :data:`NAMES`) with its config section ``params``.
 
     ``mel`` (log-mel rows of a frame-span index) is the target of CCA on the frame span.
+    ``n_jobs`` processes share the probes' layers (the job's threads; the fits themselves
+    are single-threaded).
     """
     ctx = {"model": model, "span": span, "pooling": pooling}
     if name == "cca":
@@ -66,7 +68,8 @@ def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model:
         group = params.get("group")
         return probe_table(sub_layers, sub_index, label_columns=cols, seed=seed,
                            probe=params.get("probe", "logreg"), folds=params.get("folds", 5),
-                           group=group if group in sub_index.columns else None, **ctx)
+                           group=group if group in sub_index.columns else None,
+                           n_jobs=n_jobs, **ctx)
     if name == "convexity":
         from layerwise.convexity import convexity_table
 

@@ -152,6 +152,22 @@ def test_probe_table_columns_and_rows():
     assert (table["probe"] == "logreg").all()
 
 
+def test_parallel_layers_give_the_same_table():
+    """The workflow runs the probes with the job's threads as n_jobs: same numbers as one job."""
+    rng = np.random.default_rng(3)
+    X, labels = separable(n_per_class=30, dims=8)
+    layers = {f"layer.{i}": X + rng.normal(0, 1.0 + i, X.shape) for i in range(3)}
+    labels_df = pd.DataFrame({"word": labels})
+    one, two = (
+        probe_table(layers, labels_df, label_columns="word", model="m", span="word",
+                    pooling="mean", folds=3, n_jobs=n_jobs, progress=False)
+        for n_jobs in (1, 2)
+    )
+    pd.testing.assert_frame_equal(one, two)
+    acc = one[one["metric"] == "accuracy"]["value"].to_numpy()
+    assert acc[0] > acc[-1]  # more noise, lower accuracy: the layers were not mixed up
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"probe": "svm"}, "probe must be one of"), ({"folds": 1}, "folds must be an integer")],
