@@ -9,26 +9,14 @@ two models (:func:`align_rows`), since a file one model rejected is missing from
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from layerwise.store import layer_sort_key
-from layerwise.tables import read_tsv
 
 NAMES = ("similarity", "probes", "convexity", "clustering", "featstats", "embed", "cca")
 #: CCA needs a target: the unit label (word/phone spans) or log-mel frames (frame span).
 CCA_SPANS = ("word", "phone", "frame")
 UNIT_LABELS = {"word": ["word"], "phone": ["phone"], "frame": ["word", "phone"], "utterance": []}
-
-
-def load_pooled(index_path: str | Path, layer_paths: Sequence[str | Path]
-                ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """The pool index and ``{layer: matrix}`` in model layer order."""
-    index = read_tsv(index_path, dtype=str, keep_default_na=False)
-    layers = {Path(p).stem: np.load(p) for p in layer_paths}
-    return index, {k: layers[k] for k in sorted(layers, key=layer_sort_key)}
 
 
 def label_columns(index: pd.DataFrame, labels: Sequence[str], span: str) -> list[str]:

@@ -24,8 +24,20 @@ def to_file(path: str | Path, *, threads: int | None = None) -> logging.Logger:
         force=True,
     )
     logging.captureWarnings(True)
+    sys.excepthook = _one_line_for_input_errors
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     return logging.getLogger("layerwise")
+
+
+def _one_line_for_input_errors(kind, exc, tb):
+    """An :class:`~layerwise.errors.InputError` ends the job with its one line; others keep
+    their traceback."""
+    from layerwise.errors import InputError
+
+    if isinstance(exc, InputError):
+        logging.getLogger("layerwise").error("%s", exc)
+    else:
+        sys.__excepthook__(kind, exc, tb)

@@ -97,6 +97,22 @@ def _label_times(index: pd.DataFrame, tier: pd.DataFrame) -> list[str]:
     return out
 
 
+def transformer_rate(store: FeatureStore) -> float:
+    """The frame rate of the transformer layers: the grid the frame span samples."""
+    first = next((n for n in store.layers if n.startswith("layer.")), store.layers[-1])
+    return float(store.layer_info(first)["frame_rate_hz"])
+
+
+def poolable_layers(store: FeatureStore, span: str, pooling: str) -> list[str]:
+    """The stored layers that can be pooled this way, in model order.
+
+    Layers stored only as utterance means (``extract.frames``) support utterance-mean alone.
+    """
+    if (span, pooling) == ("utterance", "mean"):
+        return list(store.layers)
+    return [n for n in store.layers if store.layer_info(n).get("storage", "frames") == "frames"]
+
+
 def pool_layer(store: FeatureStore, layer: str, index: pd.DataFrame, pooling: str) -> np.ndarray:
     """Pool ``layer`` onto ``index``'s rows; returns float32 (rows, dim or 2·dim)."""
     if pooling not in POOLINGS:

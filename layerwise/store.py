@@ -35,13 +35,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from layerwise.errors import InputError
+
 ENCODING_TYPE = "layerwise-features"
 ENCODING_VERSION = "1.0.0"
 CHUNK_BYTES = 1 << 20
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """A feature file that does not follow the layout; the message names the file and key."""
+
+
+def damaged(path: str | Path, what: str) -> StoreError:
+    """The one-line error for a damaged feature file: which file, what is wrong, the fix."""
+    return StoreError(f"{path}: {what} — delete it and run snakemake again to rebuild it")
 
 
 # --------------------------------------------------------------------------- writing
@@ -149,20 +156,30 @@ class FeatureStore:
                 for k, u in enumerate(f["utterances/utt_id"].asstr()[:]):
                     self._index[u] = (i, k)
                     self._utt_ids.append(u)
+                layers = sorted(f["layers"].keys(), key=layer_sort_key)
                 if i == 0:
                     self.attrs = dict(f.attrs)
-                    self.layers = sorted(f["layers"].keys(), key=layer_sort_key)
+                    self.layers = layers
                     self._info = {n: dict(f[f"layers/{n}"].attrs) for n in self.layers}
+                elif (layers, f.attrs.get("config_hash")) != (self.layers,
+                                                             self.attrs.get("config_hash")):
+                    raise damaged(p, f"its layers or extraction settings differ from "
+                                     f"{self.paths[0]}'s (a shard of another model or run)")
 
     @staticmethod
     def _open(path: Path) -> h5py.File:
         try:
             f = h5py.File(path, "r")
         except OSError as exc:
-            raise StoreError(f"{path}: not a readable HDF5 file ({exc})") from exc
-        if f.attrs.get("encoding-type") != ENCODING_TYPE:
+            raise damaged(path, f"not a readable HDF5 file ({' '.join(str(exc).split())})"
+                          ) from None
+        kind, version = f.attrs.get("encoding-type"), f.attrs.get("encoding-version")
+        if kind != ENCODING_TYPE or version != ENCODING_VERSION:
             f.close()
-            raise StoreError(f"{path}: attribute encoding-type is not {ENCODING_TYPE!r}")
+            what = (f"encoding-type {kind!r} is not {ENCODING_TYPE!r}" if kind != ENCODING_TYPE
+                    else f"encoding-version {version!r} is not one this layerwise reads "
+                         f"({ENCODING_VERSION})")
+            raise damaged(path, what)
         return f
 
     @property

@@ -4,8 +4,7 @@
 
 rule analyse:
     input:
-        index=f"{OUT}/pooled/{{model}}/{{span}}-{{pooling}}/index.tsv",
-        layers=pooled_layers,
+        pooled=f"{OUT}/pooled/{{model}}/{{span}}-{{pooling}}",
         mel=mel_input,
     output:
         report(
@@ -30,10 +29,8 @@ rule analyse:
 
 rule analyse_cross:
     input:
-        index_a=f"{OUT}/pooled/{{model_a}}/{{span}}-{{pooling}}/index.tsv",
-        index_b=f"{OUT}/pooled/{{model_b}}/{{span}}-{{pooling}}/index.tsv",
-        layers_a=lambda wc: pooled_layers(wc, wc.model_a),
-        layers_b=lambda wc: pooled_layers(wc, wc.model_b),
+        pooled_a=f"{OUT}/pooled/{{model_a}}/{{span}}-{{pooling}}",
+        pooled_b=f"{OUT}/pooled/{{model_b}}/{{span}}-{{pooling}}",
     output:
         report(
             f"{OUT}/tables/cross/{{model_a}}--{{model_b}}/similarity-{{span}}-{{pooling}}.tsv",

@@ -2,10 +2,10 @@
 import os
 import re
 
-import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from layerwise import analyses as layerwise_analyses
 from layerwise import config as layerwise_config
 from layerwise.config import config_hash
 from layerwise.models import needs_preparation
@@ -37,15 +37,7 @@ SPAN_POOLINGS = [
     for span in config["pool"]["spans"]
     for pooling in (["mean"] if span == "frame" else config["pool"]["poolings"])
 ]
-ANALYSES = [
-    "similarity",
-    "probes",
-    "convexity",
-    "clustering",
-    "featstats",
-    "embed",
-    "cca",
-]
+ANALYSES = list(layerwise_analyses.NAMES)
 
 
 wildcard_constraints:
@@ -109,31 +101,10 @@ def analysis_params(name):
     return dict(config["analysis"][name])
 
 
-def layer_names(model, span, pooling):
-    """Layers that can be pooled this way (known once the model_layers checkpoint ran).
-
-    Layers stored only as utterance means support the utterance-mean pooling alone.
-    """
-    table = pd.read_csv(checkpoints.model_layers.get(model=model).output[0], sep="\t")
-    if (span, pooling) != ("utterance", "mean"):
-        table = table[table["storage"] == "frames"]
-    return list(table["name"])
-
-
-def pooled_layers(wildcards, model=None):
-    """Input function: every pooled layer matrix of one model for one (span, pooling)."""
-    model = model or wildcards.model
-    span, pooling = wildcards.span, wildcards.pooling
-    return [
-        f"{OUT}/pooled/{model}/{span}-{pooling}/{layer}.npy"
-        for layer in layer_names(model, span, pooling)
-    ]
-
-
 def mel_input(wildcards):
     """Input function: the log-mel target, for CCA on the frame span only."""
     if wildcards.analysis == "cca" and wildcards.span == "frame":
-        return [f"{OUT}/pooled/{wildcards.model}/frame-mean/logmel.npy"]
+        return [f"{OUT}/pooled/{wildcards.model}/frame-mean.logmel.npy"]
     return []
 
 
@@ -149,7 +120,7 @@ def tables():
         for model in MODELS
         for analysis in ANALYSES
         for sp in SPAN_POOLINGS
-        if analysis != "cca" or sp.split("-")[0] in ("word", "phone", "frame")
+        if analysis != "cca" or sp.split("-")[0] in layerwise_analyses.CCA_SPANS
     ]
     if config["analysis"]["cross_model"]:
         out += [
@@ -175,7 +146,7 @@ def curve_tables(wildcards):
         name: [f"{OUT}/tables/{m}/{name}-{sp}.tsv" for m in MODELS]
         for name in ("probes", "convexity", "clustering")
     }
-    if wildcards.span in ("word", "phone", "frame"):
+    if wildcards.span in layerwise_analyses.CCA_SPANS:
         out["cca"] = [f"{OUT}/tables/{m}/cca-{sp}.tsv" for m in MODELS]
     return out
 

@@ -159,9 +159,12 @@ rule plot_summary:
         "../scripts/plot_summary.py"
 
 
+# figures also needs every table, so the report that `snakemake --report` writes after
+# `snakemake figures/` finds each table it declares.
 rule figures:
     input:
         plots=plot_files(),
+        tables=tables(),
     output:
         directory("figures"),
     log:

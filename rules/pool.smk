@@ -1,34 +1,19 @@
-# Per model: its layer list (a checkpoint); per (model, span, pooling): the row index;
-# per (model, span, pooling, layer): one pooled matrix.
+# Per (model, span, pooling): the rows (units) and every layer pooled onto them, in one folder
+# (layerwise.pooled); per model: the log-mel target of its frame rows.
+#
+# One job pools every layer: the layer list is read from the feature files inside the job, so
+# the DAG never waits for it (no checkpoint; docs/cluster.md says why that matters on SLURM).
 
 
-checkpoint model_layers:
-    input:
-        model=prepared_model,
-    output:
-        f"{R}/layers/{{model}}.tsv",
-    log:
-        f"{R}/logs/model_layers/{{model}}.log",
-    conda:
-        "../envs/layerwise.yaml"
-    params:
-        model_dir=lambda wc: model_dir(wc.model),
-        revision=lambda wc: MODELS[wc.model].get("revision"),
-        layers=config["extract"]["layers"],
-        frames=config["extract"]["frames"],
-    script:
-        "../scripts/model_layers.py"
-
-
-rule pool_index:
+rule pool_layers:
     input:
         features=lambda wc: features(wc.model),
         manifest=f"{OUT}/manifest.tsv",
         alignments=f"{OUT}/alignments.tsv",
     output:
-        f"{OUT}/pooled/{{model}}/{{span}}-{{pooling}}/index.tsv",
+        directory(f"{OUT}/pooled/{{model}}/{{span}}-{{pooling}}"),
     log:
-        f"{LOGS}/pool_index/{{model}}-{{span}}-{{pooling}}.log",
+        f"{LOGS}/pool_layers/{{model}}-{{span}}-{{pooling}}.log",
     conda:
         "../envs/layerwise.yaml"
     params:
@@ -36,29 +21,15 @@ rule pool_index:
         max_frames=config["pool"]["max_frames"],
         seed=config["seed"],
     script:
-        "../scripts/pool_index.py"
-
-
-rule pool_layer:
-    input:
-        features=lambda wc: features(wc.model),
-        index=f"{OUT}/pooled/{{model}}/{{span}}-{{pooling}}/index.tsv",
-    output:
-        f"{OUT}/pooled/{{model}}/{{span}}-{{pooling}}/{{layer}}.npy",
-    log:
-        f"{LOGS}/pool_layer/{{model}}-{{span}}-{{pooling}}-{{layer}}.log",
-    conda:
-        "../envs/layerwise.yaml"
-    script:
-        "../scripts/pool_layer.py"
+        "../scripts/pool_layers.py"
 
 
 rule pool_mel:
     input:
-        index=f"{OUT}/pooled/{{model}}/frame-mean/index.tsv",
+        pooled=f"{OUT}/pooled/{{model}}/frame-mean",
         shard_tables=expand(f"{OUT}/wav/shard-{{shard}}.tsv", shard=SHARDS),
     output:
-        f"{OUT}/pooled/{{model}}/frame-mean/logmel.npy",
+        f"{OUT}/pooled/{{model}}/frame-mean.logmel.npy",
     log:
         f"{LOGS}/pool_mel/{{model}}.log",
     conda:

@@ -2,12 +2,12 @@
 
 import numpy as np
 
-from layerwise import analyses, logs
+from layerwise import analyses, logs, pooled
 from layerwise.tables import write_tsv
 
 log = logs.to_file(snakemake.log[0], threads=snakemake.threads)
 w = snakemake.wildcards
-index, layers = analyses.load_pooled(snakemake.input.index, snakemake.input.layers)
+index, layers = pooled.read(snakemake.input.pooled)
 mel = np.load(snakemake.input.mel[0]) if snakemake.input.mel else None
 table = analyses.run(w.analysis, index, layers, model=w.model, span=w.span, pooling=w.pooling,
                      labels=snakemake.params.labels or [], params=snakemake.params.settings,

@@ -1,12 +1,12 @@
 """Snakemake adapter: similarity of every layer of model A with every layer of model B."""
 
-from layerwise import analyses, logs
+from layerwise import analyses, logs, pooled
 from layerwise.tables import write_tsv
 
 log = logs.to_file(snakemake.log[0], threads=snakemake.threads)
 w = snakemake.wildcards
-index_a, layers_a = analyses.load_pooled(snakemake.input.index_a, snakemake.input.layers_a)
-index_b, layers_b = analyses.load_pooled(snakemake.input.index_b, snakemake.input.layers_b)
+index_a, layers_a = pooled.read(snakemake.input.pooled_a)
+index_b, layers_b = pooled.read(snakemake.input.pooled_b)
 table = analyses.cross_similarity(index_a, layers_a, index_b, layers_b, model_a=w.model_a,
                                   model_b=w.model_b, span=w.span, pooling=w.pooling,
                                   params=snakemake.params.settings, seed=snakemake.params.seed)

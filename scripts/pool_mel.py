@@ -3,11 +3,11 @@
 import numpy as np
 import pandas as pd
 
-from layerwise import cca_targets, logs
+from layerwise import cca_targets, logs, pooled
 from layerwise.tables import read_tsv
 
 log = logs.to_file(snakemake.log[0])
-index = read_tsv(snakemake.input.index, dtype={"utt_id": str})
+index = pooled.read_index(snakemake.input.pooled)
 paths = pd.concat([read_tsv(t, dtype=str) for t in snakemake.input.shard_tables])
 rate = 1.0 / float((index["end_s"] - index["start_s"]).iloc[0])
 mel = cca_targets.mel_matrix(index, dict(zip(paths["utt_id"], paths["path"], strict=True)),

@@ -79,3 +79,42 @@ def test_errors_name_the_key(tmp_path):
     (tmp_path / "other.h5").write_bytes(b"nope")
     with pytest.raises(store.StoreError, match="other.h5"):
         store.open(tmp_path / "other.h5")
+
+
+REBUILD = "delete it and run snakemake again to rebuild it"
+
+
+def test_truncated_shard_names_file_and_fix(tmp_path):
+    path = tmp_path / "shard-000.h5"
+    _write(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a job killed mid-copy, a full disk
+    with pytest.raises(store.StoreError) as err:
+        store.open(tmp_path)
+    msg = str(err.value)
+    assert str(path) in msg and "not a readable HDF5 file" in msg and REBUILD in msg
+    assert "\n" not in msg
+
+
+def test_foreign_hdf5_and_unknown_version_are_refused(tmp_path):
+    foreign = tmp_path / "foreign" / "shard-000.h5"
+    foreign.parent.mkdir()
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(store.StoreError, match=f"encoding-type None is not .* — {REBUILD}"):
+        store.open(foreign.parent)
+    newer = tmp_path / "shard-000.h5"
+    _write(newer)
+    with h5py.File(newer, "a") as f:
+        f.attrs["encoding-version"] = "9.0.0"
+    with pytest.raises(store.StoreError, match="encoding-version '9.0.0' is not one this"):
+        store.open(newer)
+
+
+def test_shard_of_another_run_is_refused(tmp_path):
+    _write(tmp_path / "shard-000.h5")
+    _write(tmp_path / "shard-001.h5")
+    with h5py.File(tmp_path / "shard-001.h5", "a") as f:
+        f.attrs["config_hash"] = "other"
+    with pytest.raises(store.StoreError, match="shard-001.h5: its layers or extraction"):
+        store.open(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,35 @@ def test_report_contains_every_figure(run):
     html = (wd / "report.html").read_text(errors="replace")
     for png in (wd / "out" / "t" / "plots").rglob("*.png"):
         assert png.name in html, png.name
+
+
+def test_report_after_figures_target_finds_every_table(run):
+    """`snakemake figures/` builds every table the report declares, so `--report` works."""
+    wd, _, _ = run
+    table = wd / "out" / "t" / "tables" / "wh" / "embed-utterance-mean.tsv"
+    table.unlink()
+    proc = snakemake(wd, "figures/")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert table.exists()
+    proc = snakemake(wd, extra=["--report", "report.html"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_damaged_pooled_matrix_stops_with_one_line_and_the_fix_works(run):
+    wd, _, _ = run
+    folder = wd / "out" / "t" / "pooled" / "w2v" / "utterance-mean"
+    np.save(folder / "layer.0.npy", np.zeros((2, 3), dtype=np.float32))
+    target = "out/t/tables/w2v/featstats-utterance-mean.tsv"
+    proc = snakemake(wd, target, extra=["--force"])
+    assert proc.returncode != 0
+    log = (wd / "out" / "t" / "logs" / "analyse" / "w2v-featstats-utterance-mean.log").read_text()
+    assert "Traceback" not in log, log
+    line = next(x for x in log.splitlines() if "ERROR" in x)
+    assert "layer.0.npy: shape (2, 3), expected" in line, line
+    assert f"delete {folder.relative_to(wd)} and run snakemake again" in line, line
+    # the message's fix: delete the folder, run again
+
+
+    shutil.rmtree(folder)
+    proc = snakemake(wd, target)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,0 +1,27 @@
+"""Snakemake adapter: the rows of one (model, span, pooling) and every layer pooled onto them."""
+
+from tqdm.auto import tqdm
+
+from layerwise import logs, pool, pooled, store
+from layerwise.tables import read_tsv
+
+log = logs.to_file(snakemake.log[0])
+w = snakemake.wildcards
+fs = store.open(snakemake.input.features)
+index = pool.build_index(
+    fs,
+    read_tsv(snakemake.input.manifest, dtype=str),
+    read_tsv(snakemake.input.alignments, dtype={"utt_id": str, "label": str}),
+    w.span,
+    labels=snakemake.params.labels or [],
+    max_frames=snakemake.params.max_frames,
+    frame_rate_hz=pool.transformer_rate(fs),
+    seed=snakemake.params.seed,
+)
+names = pool.poolable_layers(fs, w.span, w.pooling)
+log.info("%d rows, %d layers", len(index), len(names))
+bar = tqdm(names, desc=f"pool {w.model} {w.span}-{w.pooling}", unit="layer", mininterval=2.0)
+pooled.write(snakemake.output[0], index,
+             ((name, pool.pool_layer(fs, name, index, w.pooling)) for name in bar),
+             model=w.model, span=w.span, pooling=w.pooling)
+log.info("done")
