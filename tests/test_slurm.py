@@ -220,6 +220,20 @@ def compare_results(a: Path, b: Path) -> None:
         assert figs_a == figs_b and Path("t/index.html") in figs_a, (figs_a, figs_b)
 
 
+def submissions(workdir: Path) -> dict[Path, set[str]]:
+    """``{SLURM log: outputs of the jobs it ran}`` from every SLURM job log of a run.
+
+    A job step's log holds snakemake's own report of each job it ran (``rule x:`` then
+    ``output: a, b``); the sbatch wrapper and the srun step both print it, hence a set.
+    """
+    out = {}
+    for log in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log")):
+        text = log.read_text(errors="replace")
+        out[log] = {path.strip() for line in re.findall(r"^\s+output: (.+)$", text, re.M)
+                    for path in line.split(",")}
+    return out
+
+
 def compare_features(a: Path, b: Path) -> None:
     fa, fb = store.open(a), store.open(b)
     assert fa.layers == fb.layers, a.name
@@ -306,6 +320,27 @@ def test_jobs_ask_for_what_the_profile_says(runs):
         assert row["tres-per-job"] == f"gres:gpu:{GPU_MODEL}:1", row
     others = [r for r in ours if not r["Comment"].startswith("rule_extract_features")]
     assert all("gpu" not in r["tres-per-job"] for r in others), others
+
+
+@pytest.mark.slurm
+def test_no_job_is_submitted_twice(runs):
+    """Each job's outputs appear in exactly one SLURM submission (group jobs included).
+
+    Job groups + a checkpoint made the SLURM plugin submit a pending job in two group jobs
+    (plugin issue #253); the workflow has no checkpoint since (docs/cluster.md).
+    """
+    run = runs["slurm"]
+    logs = submissions(run.workdir)
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", run.output)
+    assert len(logs) == len(submitted) > 0, (sorted(logs), submitted)
+    seen: dict[str, Path] = {}
+    for log, outputs in logs.items():
+        assert outputs, f"{log}: no job in this SLURM log"
+        for path in outputs:
+            assert path not in seen, f"{path} was made by two submissions: {seen[path]} and {log}"
+            seen[path] = log
+    groups = [log for log in logs if log.parent.name.startswith("group_")]
+    assert any("plots" in log.parent.name for log in groups), sorted(logs)
 
 
 @pytest.mark.slurm
