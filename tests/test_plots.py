@@ -300,9 +300,13 @@ def test_embedding_grid(tmp_path):
     _, fig = plots.embedding_grid(no_umap, tmp_path / "emb2.png", corpus=CORPUS, model=BIG,
                                   span=SPAN, pooling=POOLING, label="gender", return_fig=True)
     assert n_panels(fig) == 3 * 5 - 1
-    with pytest.raises(ValueError, match="label column"):
-        plots.embedding_grid(emb, tmp_path / "e.png", corpus=CORPUS, model=BIG, span=SPAN,
-                             pooling=POOLING, label="dialect")
+    # a label the analysis dropped (one class: gender in an all-female corpus) gets a note
+    one_gender = emb.drop(columns="gender")
+    path, fig = plots.embedding_grid(one_gender, tmp_path / "e.png", corpus=CORPUS, model=BIG,
+                                     span=SPAN, pooling=POOLING, label="gender", return_fig=True)
+    assert "fewer than two classes" in " ".join(t.get_text() for t in fig.texts)
+    assert n_panels(fig) == 0
+    check_png(path)
 
 
 def test_self_similarity(tmp_path):

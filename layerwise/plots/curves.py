@@ -202,13 +202,11 @@ def layer_curves(tables: dict, out: str | Path, *, corpus: str, span: str, pooli
     if models is not None:
         curves = curves[curves["model"].isin(models)]
     if curves.empty:  # e.g. too few speakers per class for any probe: say so, don't fail
-        fig = style.new_figure(8, 3)
-        fig.text(0.5, 0.5, "No per-layer value is defined for these units (too few rows or "
-                 "classes for the probes,\nconvexity, CCA and clustering; see the job logs).",
-                 ha="center", va="center")
-        fig.suptitle(style.title("Representation across layers", corpus=corpus, span=span,
-                                 pooling=pooling))
-        return style.finish(fig, out, return_fig=return_fig)
+        return style.note_figure(
+            out, style.title("Representation across layers", corpus=corpus, span=span,
+                             pooling=pooling),
+            "No per-layer value is defined for these units (too few rows or classes for the "
+            "probes,\nconvexity, CCA and clustering; see the job logs).", return_fig=return_fig)
     models = list(models) if models is not None else list(dict.fromkeys(curves["model"]))
     models = [m for m in models if (curves["model"] == m).any()]
     depth = _depths(tables, models)

@@ -80,6 +80,12 @@ def embedding_grid(df: pd.DataFrame, out: str | Path, *, corpus: str, model: str
     return_fig : bool
         Also return the (open) figure: ``(path, fig)``.
     """
+    if label not in df.columns and "layer" in df.columns:  # dropped by the analysis
+        return style.note_figure(
+            out, style.title(f"2-D maps by {label}", corpus=corpus, model=model, span=span,
+                             pooling=pooling),
+            f"Label {label!r} has fewer than two classes among these rows (e.g. gender in a "
+            "corpus of one gender):\nthere is nothing to colour by.", return_fig=return_fig)
     if label not in df.columns:
         raise ValueError(f"label column {label!r} not in the embedding table "
                          f"(columns: {', '.join(map(str, df.columns))})")

@@ -311,6 +311,14 @@ def panel_axes(fig: Figure) -> list[Axes]:
     return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
 
 
+def note_figure(out: str | Path, heading: str, text: str, *, return_fig: bool = False):
+    """A figure that says why there is nothing to draw, in place of a failed job."""
+    fig = new_figure(8, 3)
+    fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    fig.suptitle(heading)
+    return finish(fig, out, return_fig=return_fig)
+
+
 def finish(fig: Figure, out: str | Path, *, return_fig: bool = False):
     """Write ``fig`` to ``out`` and return the path (and the figure when ``return_fig``).
 
