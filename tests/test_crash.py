@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h5py
 import yaml
 from corpora import librispeech_tree
+from test_workflow import command, snakemake
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET = "out/t/features/w2v/shard-000.h5"
 
 
@@ -32,20 +31,15 @@ def _workdir(root: Path) -> Path:
     return root
 
 
-def _command(wd: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-            str(wd), "--configfile", str(wd / "config.yaml"), "--cores", "2", TARGET, *extra]
-
-
 def _run(wd: Path, *extra: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(_command(wd, *extra), capture_output=True, text=True, timeout=300)
+    proc = snakemake(wd, TARGET, extra=extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
 def _kill_during_extraction(wd: Path) -> list[Path]:
     """Start the run, SIGKILL its process group once a feature file is half written."""
-    proc = subprocess.Popen(_command(wd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(command(wd, TARGET), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     features = wd / "out" / "t" / "features"
     deadline = time.monotonic() + 120
