@@ -3,17 +3,21 @@
 The pooling stage needs, per utterance, the start and end of every word and phone. Corpora ship
 these as TextGrids (Montreal Forced Aligner, the demo corpus) or as a CTM file (Kaldi); both are
 read into the same columns: ``utt_id, tier, start_s, end_s, label``. Empty intervals (pauses)
-and silence markers are dropped.
+and silence markers are dropped; segments past the end of their audio are cut or dropped, with
+a line in the scan log (:func:`clip_to_audio`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 COLUMNS = ["utt_id", "tier", "start_s", "end_s", "label"]
+#: alignment ends this far past the audio are rounding, cut without a log line
+ROUNDING_S = 0.01
 SILENCE = {"", "sil", "sp", "spn", "<sil>", "<eps>", "silence"}
 #: tier names accepted for each unit (MFA writes "words"/"phones"; others use singulars)
 TIER_ALIASES = {"words": "word", "word": "word", "phones": "phone", "phone": "phone"}
@@ -119,6 +123,37 @@ def _tidy(rows: list[tuple]) -> pd.DataFrame:
     df = df[~df["label"].str.lower().isin(SILENCE)]
     df = df[df["end_s"] > df["start_s"]]
     return df.sort_values(["utt_id", "tier", "start_s"], kind="stable").reset_index(drop=True)
+
+
+def clip_to_audio(aligned: pd.DataFrame, durations: Mapping[str, float]
+                  ) -> tuple[pd.DataFrame, str | None]:
+    """Fit segments into their audio: cut those that end after it, drop those that start after.
+
+    Alignments made for another version of a file (or with a wrong time unit) can run past its
+    end; pooling would then average frames that do not exist. Ends up to ``ROUNDING_S`` past
+    the audio are rounding (CTM times have two decimals) and are cut without comment. Returns
+    the table and a one-line account of the other changes (None when there were none).
+    """
+    audio_end = aligned["utt_id"].map(durations).to_numpy(dtype=float)
+    past = aligned["end_s"].to_numpy() > audio_end  # NaN (no duration) compares False
+    dropped = aligned["start_s"].to_numpy() >= audio_end
+    cut = past & ~dropped
+    over = aligned["end_s"].to_numpy() - audio_end
+    reported = (cut & (over > ROUNDING_S)) | dropped
+    out = aligned.assign(end_s=aligned["end_s"].where(~cut, audio_end))[~dropped]
+    if not reported.any():
+        return out.reset_index(drop=True), None
+    k = int(reported.argmax())
+    first = aligned.iloc[k]
+    note = (
+        f"alignments: {int(reported.sum())} segments of "
+        f"{aligned.loc[reported, 'utt_id'].nunique()} utterances end after the audio by up to "
+        f"{over[reported].max():.2f} s (first: {first['utt_id']} {first['tier']} "
+        f"{first['label']!r} {first['start_s']:.2f}-{first['end_s']:.2f} s, audio "
+        f"{audio_end[k]:.2f} s): {int((cut & reported).sum())} cut at the audio's end, "
+        f"{int(dropped.sum())} that start after it dropped"
+    )
+    return out.reset_index(drop=True), note
 
 
 def load(path: str | Path, utt_ids: dict[str, str]) -> pd.DataFrame:

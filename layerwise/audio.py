@@ -36,7 +36,9 @@ def probe(path: str | Path) -> AudioInfo:
     """Read a file's header; raise :class:`RejectedAudio` if libsndfile cannot open it."""
     path = Path(path)
     if not path.exists():
-        raise RejectedAudio("file does not exist")
+        raise RejectedAudio("file not found")
+    if path.is_dir():
+        raise RejectedAudio("a folder, not an audio file")
     if path.stat().st_size == 0:
         raise RejectedAudio("empty file (0 bytes)")
     try:

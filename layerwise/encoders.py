@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from layerwise import exact_batching
+from layerwise.models import ModelSourceError
 
 #: Families whose padded batches are made exact by exact_batching; others get equal-length batches.
 MASKED_FAMILIES = {
@@ -267,8 +268,12 @@ def describe(model_dir: str, *, revision: str | None = None) -> list[LayerInfo]:
     """A model's layers from its config and feature extractor, without loading weights."""
     from transformers import AutoConfig, AutoFeatureExtractor
 
-    cfg = AutoConfig.from_pretrained(model_dir, revision=revision)
-    fe = AutoFeatureExtractor.from_pretrained(model_dir, revision=revision)
+    try:
+        cfg = AutoConfig.from_pretrained(model_dir, revision=revision)
+        fe = AutoFeatureExtractor.from_pretrained(model_dir, revision=revision)
+    except OSError as exc:
+        raise ModelSourceError(f"{model_dir}: cannot load model ({' '.join(str(exc).split())})"
+                               ) from exc
     if cfg.model_type == "whisper":
         return whisper_layers(cfg, fe)
     return conv_front_layers(cfg, int(getattr(fe, "sampling_rate", 16000)))

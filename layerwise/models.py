@@ -15,6 +15,7 @@ Sources that are not already a ``save_pretrained`` folder are *prepared* into on
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,6 +105,72 @@ class Loaded:
 def needs_preparation(source: str) -> bool:
     """True for sources that must be turned into a ``save_pretrained`` folder first."""
     return source.startswith(("random:", "ct2:", "pypi:"))
+
+
+#: What a model folder (or a cached hub snapshot) needs: one of each tuple.
+NEEDED_FILES = (
+    ("config.json",),
+    ("preprocessor_config.json",),
+    ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+     "pytorch_model.bin.index.json"),
+)
+
+
+def hub_offline() -> bool:
+    """Hugging Face offline mode, as huggingface_hub reads it (``HF_HUB_OFFLINE=1``)."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def check_loadable(source: str, *, revision: str | None = None, base: str | Path = ".",
+                   cache_dir: str | Path | None = None) -> None:
+    """Raise :class:`ModelSourceError` if a hub id or folder source cannot be loaded.
+
+    Run before any job (config check), so a missing feature extractor or an uncached model in
+    offline mode is one line at the start, not a traceback in an extraction job hours later.
+    A hub id is only checked in offline mode; online, the job downloads it.
+    """
+    folder = Path(base) / Path(source).expanduser()
+    if folder.is_dir():
+        missing = _missing_file(lambda name: (folder / name).is_file())
+        if missing:
+            raise ModelSourceError(
+                f"model folder '{source}' has no {missing} (write the model and its feature "
+                "extractor there with save_pretrained)"
+            )
+        return
+    if source.startswith(("/", "./", "../", "~")):
+        raise ModelSourceError(f"local model folder '{source}' does not exist")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        raise ModelSourceError(
+            f"'{source}' is neither an existing folder nor a Hugging Face hub id (org/name)"
+        ) from None
+    if not hub_offline():
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cache_dir = cache_dir or constants.HF_HUB_CACHE
+    missing = _missing_file(lambda name: isinstance(
+        try_to_load_from_cache(source, name, cache_dir=cache_dir, revision=revision), str))
+    if missing:
+        at = f" at revision {revision}" if revision else ""
+        raise ModelSourceError(
+            f"hub id '{source}'{at} is not in the local Hugging Face cache ({cache_dir}: no "
+            f"{missing}) and HF_HUB_OFFLINE is set: download it first "
+            f"(huggingface-cli download {source}) or unset HF_HUB_OFFLINE"
+        )
+
+
+def _missing_file(exists) -> str | None:
+    """The first of :data:`NEEDED_FILES` for which ``exists(name)`` is false for every name."""
+    for names in NEEDED_FILES:
+        if not any(exists(n) for n in names):
+            return " or ".join(names)
+    return None
 
 
 def build_random(preset: str, *, seed: int = 0) -> tuple[torch.nn.Module, object]:

@@ -67,6 +67,24 @@ def build_index(
             index[tier] = _label_times(index, alignments[alignments["tier"] == tier])
     index.insert(0, "row", np.arange(len(index)))
     lab = manifest.set_index("utt_id")[[c for c in labels if c in manifest.columns]]
+    return _join_labels(index, lab)
+
+
+def _join_labels(index: pd.DataFrame, lab: pd.DataFrame) -> pd.DataFrame:
+    """Join the corpus labels on ``utt_id``.
+
+    A corpus label named like a column of the index (a Speech Commands ``word``, one word per
+    file) serves as that column when the alignments gave no row a value (no word alignments);
+    when both exist, the alignments win for the unit, and the log says so.
+    """
+    for col in lab.columns.intersection(index.columns):
+        if (index[col].astype(str) != "").any():
+            log.info("corpus label %r not used: the alignments give these rows their %s", col, col)
+        else:
+            index[col] = index["utt_id"].map(lab[col])
+            log.info("corpus label %r serves as the %s of these rows (no %s alignments)",
+                     col, col, col)
+        lab = lab.drop(columns=col)
     return index.join(lab, on="utt_id")
 
 

@@ -21,7 +21,7 @@ Layout (encoding-type ``layerwise-features``, encoding-version ``1.0.0``)::
 
 Layers stored with ``storage = "mean"`` hold one row per utterance (its mean frame), so their
 offsets are ``0..N``. Files are written under a temporary name and renamed when complete, so a
-killed job never leaves a file that looks finished. Readers keep paths, not open handles, and
+killed job never leaves a file that looks finished (:mod:`layerwise.atomic`). Readers keep paths, not open handles, and
 reopen per call (safe across processes and forks).
 """
 
@@ -35,6 +35,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from layerwise import atomic
 from layerwise.errors import InputError
 
 ENCODING_TYPE = "layerwise-features"
@@ -64,7 +65,7 @@ class ShardWriter:
                  dtype: str = "float16", compression: str | None = None, attrs: dict | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.tmp = atomic.temp_path(self.path)
         self.dtype = np.dtype(dtype)
         self.f = h5py.File(self.tmp, "w")
         self.f.attrs.update({"encoding-type": ENCODING_TYPE, "encoding-version": ENCODING_VERSION,

@@ -6,22 +6,20 @@ Writes go to a temporary name first and are renamed, so a killed job never leave
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+
+from layerwise import atomic
 
 REJECTED_COLUMNS = ["path", "stage", "reason"]
 
 
 def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
     """Write ``df`` as TSV atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
-    os.replace(tmp, path)
+    with atomic.writing(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
 
 
 def read_tsv(path: str | Path, **kwargs) -> pd.DataFrame:

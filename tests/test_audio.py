@@ -63,5 +63,5 @@ def test_truncated_wav_is_rejected(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(audio.RejectedAudio, match="does not exist"):
+    with pytest.raises(audio.RejectedAudio, match="file not found"):
         audio.probe(tmp_path / "nope.wav")

@@ -58,7 +58,7 @@ def test_manifest_source_relative_paths(tmp_path):
                  ).to_csv(tmp_path / "m.tsv", sep="\t", index=False)
     res = corpus.scan({"source": "manifest", "path": str(tmp_path / "m.tsv")})
     assert list(res.manifest["emotion"]) == ["joy", "sad"]
-    assert res.rejected["reason"].tolist() == ["file does not exist"]
+    assert res.rejected["reason"].tolist() == ["file not found"]
 
 
 def test_hf_dataset_from_disk(tmp_path):

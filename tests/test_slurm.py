@@ -13,8 +13,8 @@ them by PID, also on failure). The tests marked ``slurm`` check that
 * the jobs asked for what the profile says: the partition from ``LAYERWISE_SLURM_PARTITION``,
   a GPU of the type in ``LAYERWISE_SLURM_GPU_MODEL`` for extraction and for nothing else, one
   group job for the audio shards;
-* a failing job (a model folder that exists but is empty: the config checks pass, the job
-  fails) fails the run promptly, naming the job's log files, instead of leaving it waiting.
+* a failing job (a model folder with config files but garbage weights: the config checks
+  pass, the job fails) fails the run promptly, naming the job's log files, instead of leaving it waiting.
 
 The three runs (local, SLURM, SLURM with the failing job) go side by side; most of a SLURM
 run's time is waiting for the next status check. ``LAYERWISE_SLURM_TEST_QUICK=1`` stops both
@@ -269,9 +269,13 @@ def runs(cluster, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("runs")
     local = make_workdir(root / "local")
     slurm = make_workdir(root / "slurm")
-    empty_model = root / "empty-model"  # exists, so the config checks pass; holds nothing
-    empty_model.mkdir()
-    broken_config = {**CONFIG, "models": [{"name": "broken", "source": str(empty_model)}]}
+    broken_model = root / "broken-model"  # has the files the config checks ask for; no weights
+    broken_model.mkdir()
+    (broken_model / "config.json").write_text('{"model_type": "wav2vec2"}')
+    (broken_model / "preprocessor_config.json").write_text(
+        '{"feature_extractor_type": "Wav2Vec2FeatureExtractor"}')
+    (broken_model / "model.safetensors").write_text("not weights")
+    broken_config = {**CONFIG, "models": [{"name": "broken", "source": str(broken_model)}]}
     broken = make_workdir(root / "broken", broken_config)
     started = [
         Run("slurm", slurm, snakemake_args(slurm, SLURM_PROFILE, TEST_PROFILE), slurm_env(),
@@ -345,7 +349,7 @@ def test_no_job_is_submitted_twice(runs):
 
 @pytest.mark.slurm
 def test_failing_job_fails_the_run_and_names_its_log(runs):
-    """An extraction job whose model folder is empty: config checks pass, the job fails."""
+    """An extraction job whose model weights are garbage: config checks pass, the job fails."""
     run = runs["broken"]
     run.check()  # ended (did not hang)
     out = run.output

@@ -18,11 +18,16 @@ from layerwise import store
 REPO = Path(__file__).resolve().parents[1]
 
 
+def command(workdir: Path, *targets: str, extra=()) -> list[str]:
+    """The snakemake command line for ``workdir/config.yaml`` (2 cores)."""
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+            str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *targets,
+            *extra]
+
+
 def snakemake(workdir: Path, *targets: str, extra=()) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *targets,
-           *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command(workdir, *targets, extra=extra), capture_output=True, text=True,
+                          timeout=900)
 
 
 @pytest.fixture(scope="module")
