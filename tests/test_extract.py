@@ -5,33 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
-from conftest import speechlike
+from conftest import N_UTTS
+from conftest import run_extract as _run
 
-from layerwise import devices, encoders, extract, store
-
-N_UTTS = 7
-
-
-@pytest.fixture(scope="module")
-def wav_table(tmp_path_factory):
-    d = tmp_path_factory.mktemp("wav")
-    rows = []
-    for i in range(N_UTTS):
-        n = 4000 + 7919 * i
-        p = d / f"u{i}.wav"
-        sf.write(p, speechlike(n, seed=i), 16000, subtype="FLOAT")
-        rows.append((f"u{i}", str(p), n, n / 16000, i % 3))
-    return pd.DataFrame(rows, columns=["utt_id", "path", "n_samples", "duration_s", "group"])
-
-
-def _run(table, tmp, name, model_dir, **kw):
-    tsv = tmp / f"{name}.tsv"
-    table.to_csv(tsv, sep="\t", index=False)
-    out = tmp / f"{name}.h5"
-    summary = extract.extract_shard(tsv, out, tmp / f"{name}.rejected.tsv", model_dir=str(model_dir),
-                                    source="test", device="cpu", progress=False, **kw)
-    return store.open(out), summary
+from layerwise import devices, encoders, extract
 
 
 def test_shard_count_does_not_change_features(wav_table, tmp_path, tiny_model_dir):
@@ -107,3 +84,6 @@ def test_gpu_slots_are_distinct_and_released(tmp_path):
     for p in procs:
         p.wait()
     assert devices.claim_slot(2, directory=tmp_path, wait_s=0) == 0  # freed when a job ends
+
+
+@pytest.fixture
