@@ -5,12 +5,14 @@ group by group, longest first (sorted by length, then id, so the order does not 
 batch size), packed into batches of at most ``batch_seconds`` of padded audio, and written as
 they come. Batches never mix the manifest's hash groups: a batch's members, and so its padded
 shape and its float rounding, then depend only on the group, which makes the features bitwise
-identical whatever the number of shards. A batch that fails (e.g. out of memory) is split in halves and retried; an utterance
-that fails on its own is rejected with its reason and the shard completes without it.
+identical whatever the number of shards. A batch that fails (e.g. out of memory) is split in
+halves and retried once the failed pass's tensors are freed; an utterance that fails on its own
+is rejected with its reason and the shard completes without it.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import platform
@@ -173,23 +175,42 @@ def _run(enc, rows, waves, framed, pooled, rejected) -> Iterator[tuple[list[dict
     """Forward a batch; on failure split it, and reject utterances that fail alone."""
     if not rows:
         return
+    data, failure = _forward(enc, waves, framed, pooled)
+    if failure is None:
+        yield rows, data
+        return
+    _release(enc.device)
+    if len(rows) == 1:
+        secs = len(waves[0]) / enc.sample_rate
+        reason = f"{failure[0]} on {enc.device} for a {secs:.1f} s file: {failure[1]}"
+        log.warning("rejected %s: %s", rows[0]["utt_id"], reason)
+        rejected.append((rows[0]["path"], "extract", reason))
+        return
+    half = len(rows) // 2
+    yield from _run(enc, rows[:half], waves[:half], framed, pooled, rejected)
+    yield from _run(enc, rows[half:], waves[half:], framed, pooled, rejected)
+
+
+def _forward(enc, waves, framed, pooled) -> tuple[dict | None, tuple[str, str] | None]:
+    """One pass as numpy arrays, or ``(what, message)`` of its failure.
+
+    Only text leaves the handler: the exception's traceback holds the failed pass's frames and
+    so its device tensors, which must be unreferenced before the halves are retried.
+    """
     try:
         with torch.inference_mode():
             out = enc.forward(waves, framed, pooled)
-        yield rows, {k: [t.cpu().numpy() for t in v] for k, v in out.items()}
+        return {k: [t.cpu().numpy() for t in v] for k, v in out.items()}, None
     except Exception as exc:  # noqa: BLE001 - any failure of one file must not end the shard
-        if enc.device.type == "cuda":
-            torch.cuda.empty_cache()
-        if len(rows) == 1:
-            secs = len(waves[0]) / enc.sample_rate
-            what = "out of memory" if _is_oom(exc) else "model failed"
-            reason = f"{what} on {enc.device} for a {secs:.1f} s file: {' '.join(str(exc).split())[:200]}"
-            log.warning("rejected %s: %s", rows[0]["utt_id"], reason)
-            rejected.append((rows[0]["path"], "extract", reason))
-            return
-        half = len(rows) // 2
-        yield from _run(enc, rows[:half], waves[:half], framed, pooled, rejected)
-        yield from _run(enc, rows[half:], waves[half:], framed, pooled, rejected)
+        what = "out of memory" if _is_oom(exc) else "model failed"
+        return None, (what, " ".join(str(exc).split())[:200])
+
+
+def _release(device: torch.device) -> None:
+    """Free what a failed pass left: reference cycles, then the CUDA allocator's cached blocks."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def library_versions() -> dict[str, str]:

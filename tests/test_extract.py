@@ -1,10 +1,14 @@
-"""Extraction of a shard: invariance to shards and batch size, rejection, batching plan, GPU slots."""
+"""Extraction of a shard: invariance to shards and batch size, rejection, OOM splitting, batching
+plan, GPU slots."""
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import N_UTTS
 from conftest import run_extract as _run
 
@@ -84,6 +88,33 @@ def test_gpu_slots_are_distinct_and_released(tmp_path):
     for p in procs:
         p.wait()
     assert devices.claim_slot(2, directory=tmp_path, wait_s=0) == 0  # freed when a job ends
+
+
+def test_oom_splits_after_freeing_the_failed_pass_and_loses_no_utterance(
+        wav_table, tmp_path, tiny_model_dir, monkeypatch):
+    """Batches > 1 run out of memory: every utterance is still extracted, one at a time, exactly
+    as a one-at-a-time run; and the failed pass's tensors are freed before each retry."""
+    original = encoders.ConvFrontEncoder.forward
+    failed, alive_at_retry = [], []
+
+    def forward(self, waves, framed, pooled):
+        alive_at_retry.append(sum(r() is not None for r in failed))
+        if len(waves) > 1:
+            activations = torch.ones(len(waves), 4096)  # what the failed pass holds on the device
+            failed.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(self, waves, framed, pooled)
+
+    monkeypatch.setattr(encoders.ConvFrontEncoder, "forward", forward)
+    fs, summary = _run(wav_table, tmp_path, "oom", tiny_model_dir, batch_seconds=30)
+    monkeypatch.undo()
+    ref, _ = _run(wav_table, tmp_path, "single", tiny_model_dir, batch_seconds=0.1)
+    assert failed, "the control: no batch of more than one utterance was run"
+    assert alive_at_retry == [0] * len(alive_at_retry), "a retry ran with the failed pass alive"
+    assert summary["rejected"] == 0 and sorted(fs.utt_ids) == sorted(wav_table["utt_id"])
+    for u in wav_table["utt_id"]:
+        for layer in fs.layers:
+            np.testing.assert_array_equal(fs.frames(layer, u), ref.frames(layer, u))
 
 
 @pytest.fixture
