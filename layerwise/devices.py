@@ -1,4 +1,5 @@
-"""Which device an extraction job runs on, and a lock so parallel jobs take distinct GPUs.
+"""Which device an extraction job runs on, a lock so parallel jobs take distinct GPUs, and how
+that device computes float32.
 
 Snakemake's ``resources: gpu=1`` only counts GPUs; it does not say *which* one a job may use.
 With ``--resources gpu=4`` four jobs run at once, and each claims the first free GPU by taking an
@@ -8,6 +9,10 @@ index a process sees it at: under SLURM each one-GPU job sees its own GPU as ``c
 keyed by index would make every such job on a node wait for the first. Where torch gives no UUID,
 a SLURM job with ``CUDA_VISIBLE_DEVICES`` set does not lock (SLURM gave it its own GPUs), and
 elsewhere the key is the ``CUDA_VISIBLE_DEVICES`` entry, else the index.
+
+float32 is full IEEE float32 (:func:`use_ieee_float32`): torch lets cuDNN run float32
+convolutions in TF32 by default on Ampere and newer GPUs, which changes features in the third
+decimal. :func:`provenance` names the hardware and libraries a file's features came from.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import platform
 import re
 import tempfile
 import time
@@ -112,3 +118,40 @@ def _visible(dev: torch.device) -> torch.device:
     seen = f"sees {n} CUDA device(s), cuda:0..cuda:{n - 1}" if n else "sees no CUDA device"
     raise RuntimeError(f"extract.device = {dev}, but this job {seen} "
                        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+
+
+def use_ieee_float32() -> None:
+    """float32 matmuls and cuDNN convolutions in full float32 (no TF32) for this process."""
+    if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9: the fp32_precision API
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+def provenance(dev: torch.device) -> dict[str, str]:
+    """Device name, CUDA/cuDNN versions and float32 precision, for the file's attributes."""
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    else:
+        name = _cpu_name()
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    if hasattr(torch.backends.cudnn, "conv"):
+        precision = (f"matmul={torch.backends.cuda.matmul.fp32_precision},"
+                     f"conv={torch.backends.cudnn.conv.fp32_precision}")
+    else:
+        precision = (f"matmul_tf32={torch.backends.cuda.matmul.allow_tf32},"
+                     f"conv_tf32={torch.backends.cudnn.allow_tf32}")
+    return {"device_name": name, "cuda_version": torch.version.cuda or "",
+            "cudnn_version": str(cudnn or ""), "float32_precision": precision}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -98,6 +98,7 @@ def extract_shard(
     wrote in the config, recorded in the file.
     """
     dev = devices.resolve(device)
+    devices.use_ieee_float32()
     loaded = models.load(model_dir, revision=revision, attn_implementation=attn_implementation)
     enc = encoders.wrap(loaded.model, loaded.feature_extractor, dev, DTYPES[compute_dtype])
     names = encoders.select_layers(enc.layers, layers)
@@ -122,6 +123,7 @@ def extract_shard(
         "attn_implementation": getattr(loaded.model.config, "_attn_implementation", ""),
         "compute_dtype": compute_dtype,
         "device": str(dev),
+        **devices.provenance(dev),
         "sample_rate": sample_rate,
         "versions": json.dumps(library_versions()),
     }

@@ -1,5 +1,5 @@
 """Extraction of a shard: invariance to shards and batch size, rejection, OOM splitting, batching
-plan, GPU slots."""
+plan, GPU slots, float32 precision and provenance."""
 
 from __future__ import annotations
 
@@ -118,3 +118,23 @@ def test_oom_splits_after_freeing_the_failed_pass_and_loses_no_utterance(
 
 
 @pytest.fixture
+def tf32_allowed():
+    """torch's defaults on a GPU (cuDNN convolutions in TF32), and matmuls in TF32 too; restored
+    afterwards. (These backends are not plain objects: monkeypatch cannot undo them.)"""
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "tf32"
+    yield
+    conv.fp32_precision, matmul.fp32_precision = saved
+
+
+def test_float32_is_ieee_and_the_hardware_is_recorded(wav_table, tmp_path, tiny_model_dir,
+                                                      tf32_allowed):
+    """torch's default lets cuDNN convolve float32 in TF32; extraction turns that off."""
+    fs, _ = _run(wav_table.head(2), tmp_path, "ieee", tiny_model_dir)
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+    assert fs.attrs["float32_precision"] == "matmul=ieee,conv=ieee"
+    assert fs.attrs["device_name"]  # the CPU's model name here
+    assert fs.attrs["cuda_version"] == (torch.version.cuda or "")
+    assert "cudnn_version" in fs.attrs
