@@ -182,14 +182,16 @@ class ConvFrontEncoder(SpeechEncoder):
 
 
 class WhisperEncoder(SpeechEncoder):
-    """Whisper's encoder: fixed 30 s log-mel windows, frames cut to the real audio."""
+    """Whisper's encoder: fixed 30 s log-mel windows, frames cut to the real audio.
+
+    Only the encoder is kept (and moved to the device); the decoder is never run.
+    """
 
     batching = "independent"
     family = "whisper"
 
-    @property
-    def encoder(self):
-        return self.model.encoder if hasattr(self.model, "encoder") else self.model
+    def __init__(self, model, feature_extractor, device, compute_dtype=torch.float32):
+        super().__init__(model.get_encoder(), feature_extractor, device, compute_dtype)
 
     def _layers(self) -> list[LayerInfo]:
         return whisper_layers(self.model.config, self.fe)
@@ -222,10 +224,10 @@ class WhisperEncoder(SpeechEncoder):
 
         with ExitStack() as stack:
             stack.enter_context(self.autocast())
-            for i, conv in enumerate((self.encoder.conv1, self.encoder.conv2)):
+            for i, conv in enumerate((self.model.conv1, self.model.conv2)):
                 if f"cnn.{i}" in wanted:
                     stack.enter_context(_Hook(conv.register_forward_hook(grab(f"cnn.{i}"))))
-            result = self.encoder(feats, output_hidden_states=True)
+            result = self.model(feats, output_hidden_states=True)
         for i, h in enumerate(result.hidden_states):
             captured[f"layer.{i}"] = h
         out: dict[str, list[torch.Tensor]] = {}

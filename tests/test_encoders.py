@@ -1,5 +1,5 @@
-"""The adapters' dtype handling: bfloat16 through autocast over float32 weights. (Batching
-exactness is in test_exact_batching.py.)"""
+"""The adapters' device and dtype handling: bfloat16 through autocast over float32 weights, and
+Whisper's decoder left behind. (Batching exactness is in test_exact_batching.py.)"""
 
 from __future__ import annotations
 
@@ -30,3 +30,11 @@ def test_bfloat16_autocast_is_finite_and_close_to_float32(preset):
     errors = relative_errors(low, ref)
     assert max(errors.values()) < BF16_RTOL, errors
     assert max(errors.values()) > 1e-4, "the control: bfloat16 did not run"
+
+
+def test_whisper_decoder_stays_off_the_device():
+    """Only the encoder is moved ("meta" stands in for a GPU here)."""
+    model, fe = models.build_random("tiny-whisper", seed=0)
+    enc = encoders.wrap(model, fe, torch.device("meta"))
+    assert {p.device.type for p in enc.model.parameters()} == {"meta"}
+    assert {p.device.type for p in model.decoder.parameters()} == {"cpu"}
