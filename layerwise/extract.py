@@ -149,9 +149,16 @@ def extract_shard(
             bar.update(sum(int(r["n_samples"]) for r in batch_rows) / sample_rate)
             bar.set_postfix(utt=f"{done}/{len(rows)}", refresh=False)
     bar.close()
+    for name, n in writer.nonfinite.items():
+        if n:
+            log.warning("%s: %d non-finite values (inf/nan) stored as %s%s; counted in the "
+                        "layer's attribute 'nonfinite'", name, n, dtype,
+                        " (beyond ±65504 overflows: use extract.dtype float32)"
+                        if dtype == "float16" else "")
     write_tsv(rejected_frame(rejected), rejected_path)
     return {"utterances": len(rows) - len(rejected), "rejected": len(rejected),
-            "audio_seconds": total_s, "device": str(dev)}
+            "audio_seconds": total_s, "device": str(dev),
+            "nonfinite": sum(writer.nonfinite.values())}
 
 
 def _prefetch(pool, rows, batches, sample_rate) -> Iterator[tuple[list[dict], list]]:

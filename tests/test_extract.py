@@ -1,10 +1,12 @@
 """Extraction of a shard: invariance to shards and batch size, rejection, OOM splitting, batching
-plan, GPU slots, float32 precision and provenance."""
+plan, GPU slots, float32 precision and provenance, non-finite counts."""
 
 from __future__ import annotations
 
+import logging
 import weakref
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,3 +140,25 @@ def test_float32_is_ieee_and_the_hardware_is_recorded(wav_table, tmp_path, tiny_
     assert fs.attrs["device_name"]  # the CPU's model name here
     assert fs.attrs["cuda_version"] == (torch.version.cuda or "")
     assert "cudnn_version" in fs.attrs
+
+
+def test_nonfinite_values_are_counted_and_logged(wav_table, tmp_path, tiny_model_dir, monkeypatch,
+                                                 caplog):
+    """A layer beyond float16's range becomes inf when stored: counted per layer and warned."""
+    original = encoders.ConvFrontEncoder.forward
+    calls = []
+
+    def forward(self, waves, framed, pooled):
+        out = original(self, waves, framed, pooled)
+        out["layer.2"][0][0, :3] = 1e5  # overflows float16 (max 65504)
+        calls.append(len(waves))
+        return out
+
+    monkeypatch.setattr(encoders.ConvFrontEncoder, "forward", forward)
+    with caplog.at_level(logging.WARNING, logger="layerwise.extract"):
+        fs, summary = _run(wav_table, tmp_path, "inf", tiny_model_dir, batch_seconds=8)
+    with h5py.File(tmp_path / "inf.h5") as f:
+        counts = {n: int(f[f"layers/{n}"].attrs["nonfinite"]) for n in fs.layers}
+    assert counts.pop("layer.2") == summary["nonfinite"] == 3 * len(calls)
+    assert set(counts.values()) == {0}  # the control: the other layers are finite
+    assert f"layer.2: {3 * len(calls)} non-finite" in caplog.text
