@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import relative_errors, speechlike, tiny_presets
+from conftest import BF16_RTOL, LENGTHS, relative_errors, speechlike, tiny_presets
 
 from layerwise import encoders, models
-
-LENGTHS = [16000 * 2 + 123, 4000, 16000 + 777]
-#: bfloat16 keeps 8 bits of mantissa: relative L2 error per layer and utterance, against float32
-#: (measured on the tiny models, CPU: at most 1.5e-2).
-BF16_RTOL = 3e-2
 
 
 @pytest.mark.parametrize("preset", tiny_presets())
