@@ -7,7 +7,7 @@ CORES  ?= all
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-slow test-slurm lint bench-extract bench-analysis demo-corpus clean
+.PHONY: venv run test test-slow test-gpu test-slurm lint bench-extract bench-analysis demo-corpus clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The CUDA checks alone (tests/test_gpu.py); `make test` runs them too where CUDA is visible.
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

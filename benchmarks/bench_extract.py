@@ -151,8 +151,9 @@ def layer_sets(enc: encoders.SpeechEncoder, settings: Settings) -> tuple[set[str
 
 
 def timed(device: torch.device, fn: Callable, /, *args, **kwargs) -> tuple[Timing, object]:
-    """Timing of ``fn(*args, **kwargs)``, queued device work included, and its result."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    """Timing of ``fn(*args, **kwargs)``, queued work on ``device`` included, and its result."""
+    sync = {"cuda": lambda: torch.cuda.synchronize(device),
+            "mps": lambda: torch.mps.synchronize()}.get(device.type, lambda: None)
     sync()
     wall, cpu = time.perf_counter(), time.process_time()
     result = fn(*args, **kwargs)

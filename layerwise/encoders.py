@@ -12,6 +12,10 @@ Two adapters cover the Hugging Face audio encoders:
 
 ``forward`` returns, per requested layer, either each utterance's frames or its mean frame
 (for layers stored only pooled), already cut to the utterance's own length.
+
+Weights stay float32 whatever ``compute_dtype``: ``bfloat16`` runs the forward pass under
+``torch.autocast``, which keeps normalisations (group and layer norms), softmax and reductions in
+float32 and runs only matmuls and convolutions in bfloat16.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ class SpeechEncoder:
 
     def __init__(self, model: torch.nn.Module, feature_extractor, device: torch.device,
                  compute_dtype: torch.dtype = torch.float32):
-        self.model = model.to(device=device, dtype=compute_dtype).eval()
+        self.model = model.to(device=device, dtype=torch.float32).eval()
         self.fe = feature_extractor
         self.device = device
         self.compute_dtype = compute_dtype
@@ -72,6 +76,11 @@ class SpeechEncoder:
     def cost_seconds(self, n_samples: int) -> float:
         """Audio seconds of compute one utterance costs inside a padded batch."""
         return n_samples / self.sample_rate
+
+    def autocast(self) -> torch.autocast:
+        """The context the model runs in: ``compute_dtype`` autocast, or plain float32."""
+        return torch.autocast(self.device.type, dtype=self.compute_dtype,
+                              enabled=self.compute_dtype != torch.float32)
 
     def forward(
         self, waves: Sequence[np.ndarray], frame_layers: set[str], pooled_layers: set[str]
@@ -117,7 +126,7 @@ class ConvFrontEncoder(SpeechEncoder):
         wanted = frame_layers | pooled_layers
         inputs = [self._preprocess(w) for w in waves]
         lengths = [x.shape[0] for x in inputs]
-        batch = torch.zeros(len(inputs), max(lengths), dtype=self.compute_dtype)
+        batch = torch.zeros(len(inputs), max(lengths), dtype=torch.float32)
         for b, x in enumerate(inputs):
             batch[b, : x.shape[0]] = torch.from_numpy(x)
         batch = batch.to(self.device)
@@ -129,6 +138,7 @@ class ConvFrontEncoder(SpeechEncoder):
         )
         out: dict[str, list[torch.Tensor]] = {}
         with ExitStack() as stack:
+            stack.enter_context(self.autocast())
             for i, conv in enumerate(self.convs):
                 if f"cnn.{i}" in wanted:
                     lens_i = [c[i] for c in conv_lens]
@@ -173,14 +183,16 @@ class ConvFrontEncoder(SpeechEncoder):
 
 
 class WhisperEncoder(SpeechEncoder):
-    """Whisper's encoder: fixed 30 s log-mel windows, frames cut to the real audio."""
+    """Whisper's encoder: fixed 30 s log-mel windows, frames cut to the real audio.
+
+    Only the encoder is kept (and moved to the device); the decoder is never run.
+    """
 
     batching = "independent"
     family = "whisper"
 
-    @property
-    def encoder(self):
-        return self.model.encoder if hasattr(self.model, "encoder") else self.model
+    def __init__(self, model, feature_extractor, device, compute_dtype=torch.float32):
+        super().__init__(model.get_encoder(), feature_extractor, device, compute_dtype)
 
     def _layers(self) -> list[LayerInfo]:
         return whisper_layers(self.model.config, self.fe)
@@ -199,7 +211,7 @@ class WhisperEncoder(SpeechEncoder):
                 owner.append(b)
         feats = self.fe(
             pieces, sampling_rate=self.sample_rate, return_tensors="pt", padding="max_length"
-        ).input_features.to(self.device, self.compute_dtype)
+        ).input_features.to(self.device, torch.float32)
         hop = self.fe.hop_length
         mel_frames = [min(math.ceil(len(p) / hop), feats.shape[-1]) for p in pieces]
         enc_frames = [math.ceil(n / 2) for n in mel_frames]
@@ -212,10 +224,11 @@ class WhisperEncoder(SpeechEncoder):
             return hook
 
         with ExitStack() as stack:
-            for i, conv in enumerate((self.encoder.conv1, self.encoder.conv2)):
+            stack.enter_context(self.autocast())
+            for i, conv in enumerate((self.model.conv1, self.model.conv2)):
                 if f"cnn.{i}" in wanted:
                     stack.enter_context(_Hook(conv.register_forward_hook(grab(f"cnn.{i}"))))
-            result = self.encoder(feats, output_hidden_states=True)
+            result = self.model(feats, output_hidden_states=True)
         for i, h in enumerate(result.hidden_states):
             captured[f"layer.{i}"] = h
         out: dict[str, list[torch.Tensor]] = {}

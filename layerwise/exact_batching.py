@@ -27,13 +27,16 @@ def masked_instance_norm(h: torch.Tensor, norm: nn.GroupNorm, lengths: Sequence[
     """``norm`` applied to each utterance's valid frames ``h[b, :, :lengths[b]]`` alone.
 
     The very GroupNorm kernel a lone utterance would get; padded frames are left at zero (the
-    convolutions that follow never let them reach a valid frame).
+    convolutions that follow never let them reach a valid frame). The output has the norm's
+    dtype, float32 under a bfloat16 autocast as for the model's own GroupNorm.
     """
-    out = torch.zeros_like(h)
+    out = None
     for b, n in enumerate(lengths):
-        out[b : b + 1, :, :n] = nn.functional.group_norm(
-            h[b : b + 1, :, :n], norm.num_groups, norm.weight, norm.bias, norm.eps
-        )
+        part = nn.functional.group_norm(h[b : b + 1, :, :n], norm.num_groups, norm.weight,
+                                        norm.bias, norm.eps)
+        if out is None:
+            out = h.new_zeros(h.shape, dtype=part.dtype)
+        out[b : b + 1, :, :n] = part
     return out
 
 

@@ -5,12 +5,14 @@ group by group, longest first (sorted by length, then id, so the order does not 
 batch size), packed into batches of at most ``batch_seconds`` of padded audio, and written as
 they come. Batches never mix the manifest's hash groups: a batch's members, and so its padded
 shape and its float rounding, then depend only on the group, which makes the features bitwise
-identical whatever the number of shards. A batch that fails (e.g. out of memory) is split in halves and retried; an utterance
-that fails on its own is rejected with its reason and the shard completes without it.
+identical whatever the number of shards. A batch that fails (e.g. out of memory) is split in
+halves and retried once the failed pass's tensors are freed; an utterance that fails on its own
+is rejected with its reason and the shard completes without it.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import platform
@@ -96,6 +98,7 @@ def extract_shard(
     wrote in the config, recorded in the file.
     """
     dev = devices.resolve(device)
+    devices.use_ieee_float32()
     loaded = models.load(model_dir, revision=revision, attn_implementation=attn_implementation)
     enc = encoders.wrap(loaded.model, loaded.feature_extractor, dev, DTYPES[compute_dtype])
     names = encoders.select_layers(enc.layers, layers)
@@ -120,6 +123,7 @@ def extract_shard(
         "attn_implementation": getattr(loaded.model.config, "_attn_implementation", ""),
         "compute_dtype": compute_dtype,
         "device": str(dev),
+        **devices.provenance(dev),
         "sample_rate": sample_rate,
         "versions": json.dumps(library_versions()),
     }
@@ -145,9 +149,16 @@ def extract_shard(
             bar.update(sum(int(r["n_samples"]) for r in batch_rows) / sample_rate)
             bar.set_postfix(utt=f"{done}/{len(rows)}", refresh=False)
     bar.close()
+    for name, n in writer.nonfinite.items():
+        if n:
+            log.warning("%s: %d non-finite values (inf/nan) stored as %s%s; counted in the "
+                        "layer's attribute 'nonfinite'", name, n, dtype,
+                        " (beyond ±65504 overflows: use extract.dtype float32)"
+                        if dtype == "float16" else "")
     write_tsv(rejected_frame(rejected), rejected_path)
     return {"utterances": len(rows) - len(rejected), "rejected": len(rejected),
-            "audio_seconds": total_s, "device": str(dev)}
+            "audio_seconds": total_s, "device": str(dev),
+            "nonfinite": sum(writer.nonfinite.values())}
 
 
 def _prefetch(pool, rows, batches, sample_rate) -> Iterator[tuple[list[dict], list]]:
@@ -173,23 +184,42 @@ def _run(enc, rows, waves, framed, pooled, rejected) -> Iterator[tuple[list[dict
     """Forward a batch; on failure split it, and reject utterances that fail alone."""
     if not rows:
         return
+    data, failure = _forward(enc, waves, framed, pooled)
+    if failure is None:
+        yield rows, data
+        return
+    _release(enc.device)
+    if len(rows) == 1:
+        secs = len(waves[0]) / enc.sample_rate
+        reason = f"{failure[0]} on {enc.device} for a {secs:.1f} s file: {failure[1]}"
+        log.warning("rejected %s: %s", rows[0]["utt_id"], reason)
+        rejected.append((rows[0]["path"], "extract", reason))
+        return
+    half = len(rows) // 2
+    yield from _run(enc, rows[:half], waves[:half], framed, pooled, rejected)
+    yield from _run(enc, rows[half:], waves[half:], framed, pooled, rejected)
+
+
+def _forward(enc, waves, framed, pooled) -> tuple[dict | None, tuple[str, str] | None]:
+    """One pass as numpy arrays, or ``(what, message)`` of its failure.
+
+    Only text leaves the handler: the exception's traceback holds the failed pass's frames and
+    so its device tensors, which must be unreferenced before the halves are retried.
+    """
     try:
         with torch.inference_mode():
             out = enc.forward(waves, framed, pooled)
-        yield rows, {k: [t.cpu().numpy() for t in v] for k, v in out.items()}
+        return {k: [t.cpu().numpy() for t in v] for k, v in out.items()}, None
     except Exception as exc:  # noqa: BLE001 - any failure of one file must not end the shard
-        if enc.device.type == "cuda":
-            torch.cuda.empty_cache()
-        if len(rows) == 1:
-            secs = len(waves[0]) / enc.sample_rate
-            what = "out of memory" if _is_oom(exc) else "model failed"
-            reason = f"{what} on {enc.device} for a {secs:.1f} s file: {' '.join(str(exc).split())[:200]}"
-            log.warning("rejected %s: %s", rows[0]["utt_id"], reason)
-            rejected.append((rows[0]["path"], "extract", reason))
-            return
-        half = len(rows) // 2
-        yield from _run(enc, rows[:half], waves[:half], framed, pooled, rejected)
-        yield from _run(enc, rows[half:], waves[half:], framed, pooled, rejected)
+        what = "out of memory" if _is_oom(exc) else "model failed"
+        return None, (what, " ".join(str(exc).split())[:200])
+
+
+def _release(device: torch.device) -> None:
+    """Free what a failed pass left: reference cycles, then the CUDA allocator's cached blocks."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def library_versions() -> dict[str, str]:

@@ -15,13 +15,19 @@ Sources that are not already a ``save_pretrained`` folder are *prepared* into on
 from __future__ import annotations
 
 import json
+<<<<<<< HEAD
 import os
+=======
+import logging
+>>>>>>> gpu
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported where a model is built, not when the DAG is parsed
     import torch
+
+log = logging.getLogger(__name__)
 
 #: Random-weight presets: name -> (model_type, config overrides). "tiny-*" exist for tests
 #: (one per architecture family); the others match the shapes of real checkpoints.
@@ -230,26 +236,44 @@ def load(
     """Load a model (hub id or folder) and its feature extractor, in eval mode.
 
     ``revision`` pins a hub commit; the commit actually used is returned in ``Loaded.revision``.
+    ``attn_implementation`` is a preference: families without SDPA attention (WavLM, SEW-D) get
+    ``eager`` (:func:`attention_for`); ``model.config._attn_implementation`` says which ran.
     """
-    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+    from transformers import AutoConfig, AutoFeatureExtractor
 
     if needs_preparation(source):
         raise ModelSourceError(f"{source}: prepare it first (layerwise.models.prepare)")
     kwargs = {"revision": revision, "local_files_only": local_files_only}
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
-        if config.model_type == "whisper":
-            from transformers import WhisperModel
-
-            model = WhisperModel.from_pretrained(
-                source, attn_implementation=attn_implementation, **kwargs
-            )
-        else:
-            model = AutoModel.from_pretrained(
-                source, attn_implementation=attn_implementation, **kwargs
-            )
+        model_class = _model_class(config)
+        model = model_class.from_pretrained(
+            source, attn_implementation=attention_for(model_class, attn_implementation), **kwargs
+        )
         fe = AutoFeatureExtractor.from_pretrained(source, **kwargs)
     except OSError as exc:
         raise ModelSourceError(f"{source}: cannot load model ({' '.join(str(exc).split())})") from exc
     resolved = getattr(model.config, "_commit_hash", None) or revision
     return Loaded(model.eval(), fe, source, resolved)
+
+
+def _model_class(config):
+    """The bare model class of a config (Whisper: encoder + decoder, of which we use the encoder)."""
+    from transformers import MODEL_MAPPING, WhisperModel
+
+    if config.model_type == "whisper":
+        return WhisperModel
+    try:
+        return MODEL_MAPPING[type(config)]
+    except KeyError:
+        raise ModelSourceError(f"model type {config.model_type!r} has no transformers model "
+                               "class") from None
+
+
+def attention_for(model_class, requested: str) -> str:
+    """``requested``, or ``eager`` where the class has no SDPA attention (said in the job log)."""
+    if requested == "sdpa" and not getattr(model_class, "_supports_sdpa", True):
+        log.warning("%s has no SDPA attention: using attn_implementation=eager",
+                    model_class.__name__)
+        return "eager"
+    return requested

@@ -15,14 +15,24 @@ Layout (encoding-type ``layerwise-features``, encoding-version ``1.0.0``)::
     /utterances/n_samples   (N,)   int64
     /layers/{name}/frames   (ΣT, D) float16|float32, chunked along rows
     /layers/{name}/offsets  (N+1,) int64   rows of utterance k: offsets[k]:offsets[k+1]
-    /layers/{name}.attrs    frame_rate_hz, dim, kind, storage ("frames" | "mean")
+    /layers/{name}.attrs    frame_rate_hz, dim, kind, storage ("frames" | "mean"),
+                            nonfinite (count of inf/nan values stored)
     /.attrs                 encoding-type/-version, model source, revision, library versions,
-                            dtype, config hash, creation time, batching, attn implementation
+                            dtype, config hash, creation time, batching, attn implementation,
+                            device name, CUDA/cuDNN versions, float32 precision
 
 Layers stored with ``storage = "mean"`` hold one row per utterance (its mean frame), so their
+<<<<<<< HEAD
 offsets are ``0..N``. Files are written under a temporary name and renamed when complete, so a
 killed job never leaves a file that looks finished (:mod:`layerwise.atomic`). Readers keep paths, not open handles, and
 reopen per call (safe across processes and forks).
+=======
+offsets are ``0..N``. ``nonfinite`` counts the inf/nan values of a layer after conversion to
+the storage dtype: float16 turns values beyond ±65504 into inf without an error. Files are
+written under a temporary name and renamed when complete, so a killed job never leaves a file
+that looks finished. Readers keep paths, not open handles, and reopen per call (safe across
+processes and forks).
+>>>>>>> gpu
 """
 
 from __future__ import annotations
@@ -58,7 +68,8 @@ def damaged(path: str | Path, what: str) -> StoreError:
 class ShardWriter:
     """Append utterances to a new feature file; rename into place on :meth:`close`.
 
-    Use as a context manager: on an exception the temporary file is removed.
+    Use as a context manager: on an exception the temporary file is removed. ``nonfinite``
+    counts each layer's inf/nan values as stored; :meth:`close` records it per layer.
     """
 
     def __init__(self, path: str | Path, layers: Sequence, frame_layers: set[str], *,
@@ -89,6 +100,7 @@ class ShardWriter:
                             "kind": info.kind,
                             "storage": "frames" if info.name in frame_layers else "mean"})
             self.layers[info.name] = g
+        self.nonfinite = dict.fromkeys(self.layers, 0)
         self.n = 0
 
     def append(self, utt_ids: Sequence[str], n_samples: Sequence[int], data: dict[str, list]) -> None:
@@ -97,11 +109,13 @@ class ShardWriter:
         _grow(self.f["utterances/utt_id"], list(utt_ids))
         _grow(self.f["utterances/n_samples"], np.asarray(n_samples, dtype="int64"))
         for name, g in self.layers.items():
-            items = [np.asarray(x, dtype=self.dtype) for x in data[name]]
+            with np.errstate(over="ignore"):  # overflow to inf is counted in self.nonfinite
+                items = [np.asarray(x, dtype=self.dtype) for x in data[name]]
             if len(items) != k:
                 raise StoreError(f"{self.path}: layers/{name}: {len(items)} items for {k} utterances")
             rows = np.concatenate([x.reshape(-1, g.attrs["dim"]) for x in items])
             sizes = np.array([x.reshape(-1, g.attrs["dim"]).shape[0] for x in items])
+            self.nonfinite[name] += int(rows.size - np.count_nonzero(np.isfinite(rows)))
             end = g["offsets"][-1]
             _grow(g["frames"], rows)
             _grow(g["offsets"], end + np.cumsum(sizes))
@@ -109,6 +123,8 @@ class ShardWriter:
 
     def close(self) -> Path:
         self.f.attrs["n_utterances"] = self.n
+        for name, g in self.layers.items():
+            g.attrs["nonfinite"] = self.nonfinite[name]
         self.f.close()
         os.replace(self.tmp, self.path)
         return self.path

@@ -1,37 +1,20 @@
-"""Extraction of a shard: invariance to shards and batch size, rejection, batching plan, GPU slots."""
+"""Extraction of a shard: invariance to shards and batch size, rejection, OOM splitting, batching
+plan, GPU slots, float32 precision and provenance, non-finite counts."""
 
 from __future__ import annotations
 
+import logging
+import weakref
+
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
-from conftest import speechlike
+import torch
+from conftest import N_UTTS
+from conftest import run_extract as _run
 
-from layerwise import devices, encoders, extract, store
-
-N_UTTS = 7
-
-
-@pytest.fixture(scope="module")
-def wav_table(tmp_path_factory):
-    d = tmp_path_factory.mktemp("wav")
-    rows = []
-    for i in range(N_UTTS):
-        n = 4000 + 7919 * i
-        p = d / f"u{i}.wav"
-        sf.write(p, speechlike(n, seed=i), 16000, subtype="FLOAT")
-        rows.append((f"u{i}", str(p), n, n / 16000, i % 3))
-    return pd.DataFrame(rows, columns=["utt_id", "path", "n_samples", "duration_s", "group"])
-
-
-def _run(table, tmp, name, model_dir, **kw):
-    tsv = tmp / f"{name}.tsv"
-    table.to_csv(tsv, sep="\t", index=False)
-    out = tmp / f"{name}.h5"
-    summary = extract.extract_shard(tsv, out, tmp / f"{name}.rejected.tsv", model_dir=str(model_dir),
-                                    source="test", device="cpu", progress=False, **kw)
-    return store.open(out), summary
+from layerwise import devices, encoders, extract
 
 
 def test_shard_count_does_not_change_features(wav_table, tmp_path, tiny_model_dir):
@@ -107,3 +90,75 @@ def test_gpu_slots_are_distinct_and_released(tmp_path):
     for p in procs:
         p.wait()
     assert devices.claim_slot(2, directory=tmp_path, wait_s=0) == 0  # freed when a job ends
+
+
+def test_oom_splits_after_freeing_the_failed_pass_and_loses_no_utterance(
+        wav_table, tmp_path, tiny_model_dir, monkeypatch):
+    """Batches > 1 run out of memory: every utterance is still extracted, one at a time, exactly
+    as a one-at-a-time run; and the failed pass's tensors are freed before each retry."""
+    original = encoders.ConvFrontEncoder.forward
+    failed, alive_at_retry = [], []
+
+    def forward(self, waves, framed, pooled):
+        alive_at_retry.append(sum(r() is not None for r in failed))
+        if len(waves) > 1:
+            activations = torch.ones(len(waves), 4096)  # what the failed pass holds on the device
+            failed.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(self, waves, framed, pooled)
+
+    monkeypatch.setattr(encoders.ConvFrontEncoder, "forward", forward)
+    fs, summary = _run(wav_table, tmp_path, "oom", tiny_model_dir, batch_seconds=30)
+    monkeypatch.undo()
+    ref, _ = _run(wav_table, tmp_path, "single", tiny_model_dir, batch_seconds=0.1)
+    assert failed, "the control: no batch of more than one utterance was run"
+    assert alive_at_retry == [0] * len(alive_at_retry), "a retry ran with the failed pass alive"
+    assert summary["rejected"] == 0 and sorted(fs.utt_ids) == sorted(wav_table["utt_id"])
+    for u in wav_table["utt_id"]:
+        for layer in fs.layers:
+            np.testing.assert_array_equal(fs.frames(layer, u), ref.frames(layer, u))
+
+
+@pytest.fixture
+def tf32_allowed():
+    """torch's defaults on a GPU (cuDNN convolutions in TF32), and matmuls in TF32 too; restored
+    afterwards. (These backends are not plain objects: monkeypatch cannot undo them.)"""
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "tf32"
+    yield
+    conv.fp32_precision, matmul.fp32_precision = saved
+
+
+def test_float32_is_ieee_and_the_hardware_is_recorded(wav_table, tmp_path, tiny_model_dir,
+                                                      tf32_allowed):
+    """torch's default lets cuDNN convolve float32 in TF32; extraction turns that off."""
+    fs, _ = _run(wav_table.head(2), tmp_path, "ieee", tiny_model_dir)
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+    assert fs.attrs["float32_precision"] == "matmul=ieee,conv=ieee"
+    assert fs.attrs["device_name"]  # the CPU's model name here
+    assert fs.attrs["cuda_version"] == (torch.version.cuda or "")
+    assert "cudnn_version" in fs.attrs
+
+
+def test_nonfinite_values_are_counted_and_logged(wav_table, tmp_path, tiny_model_dir, monkeypatch,
+                                                 caplog):
+    """A layer beyond float16's range becomes inf when stored: counted per layer and warned."""
+    original = encoders.ConvFrontEncoder.forward
+    calls = []
+
+    def forward(self, waves, framed, pooled):
+        out = original(self, waves, framed, pooled)
+        out["layer.2"][0][0, :3] = 1e5  # overflows float16 (max 65504)
+        calls.append(len(waves))
+        return out
+
+    monkeypatch.setattr(encoders.ConvFrontEncoder, "forward", forward)
+    with caplog.at_level(logging.WARNING, logger="layerwise.extract"):
+        fs, summary = _run(wav_table, tmp_path, "inf", tiny_model_dir, batch_seconds=8)
+    with h5py.File(tmp_path / "inf.h5") as f:
+        counts = {n: int(f[f"layers/{n}"].attrs["nonfinite"]) for n in fs.layers}
+    assert counts.pop("layer.2") == summary["nonfinite"] == 3 * len(calls)
+    assert set(counts.values()) == {0}  # the control: the other layers are finite
+    assert f"layer.2: {3 * len(calls)} non-finite" in caplog.text

@@ -118,3 +118,16 @@ def test_shard_of_another_run_is_refused(tmp_path):
         f.attrs["config_hash"] = "other"
     with pytest.raises(store.StoreError, match="shard-001.h5: its layers or extraction"):
         store.open(tmp_path)
+
+
+@pytest.mark.parametrize("dtype, expected", [("float16", 2), ("float32", 1)])
+def test_nonfinite_values_are_counted_per_layer_as_stored(tmp_path, dtype, expected):
+    """float16 turns 1e5 into inf; NaN stays NaN in both dtypes."""
+    data = {"cnn.0": [np.zeros(4)], "layer.0": [np.array([[1e5, 0, 0], [np.nan, 0, 0]])],
+            "layer.1": [np.ones((2, 3))]}
+    with store.ShardWriter(tmp_path / "s.h5", LAYERS, {"layer.0", "layer.1"}, dtype=dtype) as w:
+        w.append(["u0"], [100], data)
+        w.append(["u1"], [100], data)
+    with h5py.File(tmp_path / "s.h5") as f:
+        counts = {n: int(f[f"layers/{n}"].attrs["nonfinite"]) for n in f["layers"]}
+    assert counts == {"cnn.0": 0, "layer.0": 2 * expected, "layer.1": 0}
