@@ -8,11 +8,13 @@ two models (:func:`align_rows`), since a file one model rejected is missing from
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+log = logging.getLogger(__name__)
 NAMES = ("similarity", "probes", "convexity", "clustering", "featstats", "embed", "cca")
 #: CCA needs a target: the unit label (word/phone spans) or log-mel frames (frame span).
 CCA_SPANS = ("word", "phone", "frame")
@@ -105,30 +107,34 @@ def _rows_with_labels(index: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
     return np.flatnonzero(known)
 
 
-def align_rows(index_a: pd.DataFrame, index_b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def align_rows(index_a: pd.DataFrame, index_b: pd.DataFrame, *, span: str
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Row numbers of the units present in both indexes, in A's order.
 
-    Units are matched on (utt_id, start_s, end_s). Both models' frame spans are sampled on their
-    own transformer frame grid, so for frames the match is to the nearest time in the same
-    utterance (models of different frame rates are thereby aligned in time).
+    Units are the same unit in both models when their keys are equal: ``(utt_id, time_s)`` for
+    the frame span (both models' rows sit at the corpus's sample instants), ``(utt_id, start_s,
+    end_s)`` otherwise. Rows without a partner (an utterance one model rejected) are dropped
+    and counted in the log; a row is never paired twice.
     """
-    key = ["utt_id", "start_s", "end_s"]
-    a = index_a[key].assign(ra=np.arange(len(index_a)))
-    b = index_b[key].assign(rb=np.arange(len(index_b)))
-    merged = a.merge(b, on=key, how="inner")
-    if len(merged) or "word" not in index_a.columns or "phone" not in index_a.columns:
-        return merged["ra"].to_numpy(), merged["rb"].to_numpy()
-    # frame span: nearest time within the same utterance
-    ra, rb = [], []
-    for utt, ga in a.groupby("utt_id", sort=False):
-        gb = b[b["utt_id"] == utt]
-        if gb.empty:
-            continue
-        tb = gb["start_s"].astype(float).to_numpy()
-        for t, r in zip(ga["start_s"].astype(float), ga["ra"], strict=True):
-            ra.append(r)
-            rb.append(gb["rb"].iloc[int(np.argmin(np.abs(tb - t)))])
-    return np.array(ra, dtype=int), np.array(rb, dtype=int)
+    key = ["utt_id", "time_s"] if span == "frame" else ["utt_id", "start_s", "end_s"]
+    for name, index in (("A", index_a), ("B", index_b)):
+        if not set(key) <= set(index.columns):
+            raise ValueError(f"index {name} has no {', '.join(key)} columns (a frame index "
+                             "written by an older layerwise: rebuild it)")
+    a, b = (_keys(index, key).assign(**{r: np.arange(len(index))})
+            for index, r in ((index_a, "ra"), (index_b, "rb")))
+    merged = a.merge(b, on=key, how="inner", validate="one_to_one", sort=False)
+    log.info("%s span: %d rows in both models; dropped %d of A's %d rows and %d of B's %d",
+             span, len(merged), len(a) - len(merged), len(a), len(b) - len(merged), len(b))
+    return merged["ra"].to_numpy(), merged["rb"].to_numpy()
+
+
+def _keys(index: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Key columns with times as whole microseconds, so text and float indexes compare."""
+    out = index[key].astype({"utt_id": str})
+    times = [c for c in key if c != "utt_id"]
+    out[times] = np.rint(out[times].astype(float).to_numpy() * 1e6).astype(np.int64)
+    return out
 
 
 def cross_similarity(index_a, layers_a, index_b, layers_b, *, model_a: str, model_b: str,
@@ -136,7 +142,7 @@ def cross_similarity(index_a, layers_a, index_b, layers_b, *, model_a: str, mode
     """Every layer of model A against every layer of model B on the units both have."""
     from layerwise.similarity import similarity_table
 
-    ra, rb = align_rows(index_a, index_b)
+    ra, rb = align_rows(index_a, index_b, span=span)
     return similarity_table({k: v[ra] for k, v in layers_a.items()},
                             {k: v[rb] for k, v in layers_b.items()}, model_a=model_a,
                             model_b=model_b, span=span, pooling=pooling, seed=seed, **params)

@@ -17,6 +17,8 @@ PWCCA weights each canonical direction by how much of layer X's neurons it accou
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
@@ -127,32 +129,53 @@ def cca_table(layers: dict[str, np.ndarray], target: np.ndarray, *, target_name:
                                        "ci_low", "ci_high"])
 
 
-def log_mel(wave: np.ndarray, *, sample_rate: int = 16000, frame_rate_hz: float = 50.0,
-            n_mels: int = 80) -> np.ndarray:
-    """80-bin log-mel frames (25 ms windows) on the model's frame grid: (T, n_mels)."""
-    from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+def log_mel_windows(wave: np.ndarray, starts: np.ndarray, ends: np.ndarray, *,
+                    sample_rate: int = 16000, n_fft: int | None = None, n_mels: int = 80
+                    ) -> np.ndarray:
+    """Log-mel spectrum (log10 power, slaney filters) of each window ``wave[start:end]``.
 
-    hop = int(round(sample_rate / frame_rate_hz))
-    win = int(0.025 * sample_rate)
-    mel = mel_filter_bank(num_frequency_bins=win // 2 + 1 if win % 2 == 0 else (win + 1) // 2,
-                          num_mel_filters=n_mels, min_frequency=0.0,
-                          max_frequency=sample_rate / 2, sampling_rate=sample_rate,
-                          norm="slaney", mel_scale="slaney")
-    spec = spectrogram(wave.astype(np.float64), window_function(win, "hann"), frame_length=win,
-                       hop_length=hop, power=2.0, mel_filters=mel, log_mel="log10",
-                       mel_floor=1e-10, center=True)
-    return spec.T.astype(np.float32)
+    A Hann window spans each window's own samples (those outside the wave count as silence);
+    the FFT (``n_fft``, by default the longest window) is zero-padded to at least 25 ms, so the
+    filters stay defined for short windows. Returns (windows, n_mels) float32.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.maximum(np.asarray(ends, dtype=np.int64), starts + 1)
+    n_fft = max(n_fft or int((ends - starts).max(initial=1)), round(0.025 * sample_rate))
+    filters = _mel_filters(n_fft, sample_rate, n_mels)
+    padded = np.pad(np.asarray(wave, dtype=np.float64), n_fft)
+    power = np.empty((len(starts), n_fft // 2 + 1))
+    for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        seg = padded[a + n_fft : b + n_fft]
+        hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(len(seg)) / len(seg))
+        power[i] = np.abs(np.fft.rfft(seg * hann, n=n_fft)) ** 2
+    return np.log10(np.maximum(power @ filters, 1e-10)).astype(np.float32)
 
 
-def mel_matrix(index: pd.DataFrame, wav_paths: dict[str, str], *, frame_rate_hz: float,
+@functools.lru_cache(maxsize=8)
+def _mel_filters(n_fft: int, sample_rate: int, n_mels: int) -> np.ndarray:
+    from transformers.audio_utils import mel_filter_bank
+
+    return mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels,
+                           min_frequency=0.0, max_frequency=sample_rate / 2,
+                           sampling_rate=sample_rate, norm="slaney", mel_scale="slaney")
+
+
+def mel_matrix(index: pd.DataFrame, wav_paths: dict[str, str], *,
                sample_rate: int = 16000) -> np.ndarray:
-    """Log-mel frames for the rows of a frame-span index (one utterance decoded at a time)."""
+    """The log-mel target of each row of an index, over the row's ``[start_s, end_s)``.
+
+    A frame-span row's window is the receptive field of the model's frame at its instant (see
+    :mod:`layerwise.pool`), so the target sees exactly the audio that frame sees. One
+    utterance is decoded at a time.
+    """
     from layerwise import audio
 
+    start = np.floor(index["start_s"].to_numpy(dtype=float) * sample_rate + 1e-6)
+    end = np.floor(index["end_s"].to_numpy(dtype=float) * sample_rate + 1e-6)
+    n_fft = int((end - start).max(initial=1))
     out = np.zeros((len(index), 80), dtype=np.float32)
     for utt, rows in index.groupby("utt_id", sort=False).indices.items():
-        mel = log_mel(audio.load(wav_paths[utt], sample_rate=sample_rate, min_seconds=0),
-                      sample_rate=sample_rate, frame_rate_hz=frame_rate_hz)
-        k = (index["start_s"].to_numpy(dtype=float)[rows] * frame_rate_hz + 1e-6).astype(int)
-        out[rows] = mel[np.clip(k, 0, len(mel) - 1)]
+        wave = audio.load(wav_paths[utt], sample_rate=sample_rate, min_seconds=0)
+        out[rows] = log_mel_windows(wave, start[rows], end[rows], sample_rate=sample_rate,
+                                    n_fft=n_fft)
     return out

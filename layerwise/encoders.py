@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from layerwise import exact_batching
+from layerwise import frames as frame_grids
 from layerwise.models import ModelSourceError
 
 #: Families whose padded batches are made exact by exact_batching; others get equal-length batches.
@@ -46,12 +47,19 @@ WHISPER_CHUNK_SECONDS = 30
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One captured layer: its name, kind (cnn|projection|transformer), rate and width."""
+    """One captured layer: its name, kind (cnn|projection|transformer), rate and width, and
+    where its frames sit in time (:class:`layerwise.frames.FrameGrid`; ``None`` if unknown)."""
 
     name: str
     kind: str
     frame_rate_hz: float
     dim: int
+    first_centre_s: float | None = None
+    receptive_field_s: float | None = None
+
+    @classmethod
+    def on(cls, name: str, kind: str, grid: frame_grids.FrameGrid, dim: int) -> LayerInfo:
+        return cls(name, kind, grid.rate_hz, dim, **grid.attrs())
 
 
 class SpeechEncoder:
@@ -249,29 +257,30 @@ class WhisperEncoder(SpeechEncoder):
 
 def conv_front_layers(cfg, sample_rate: int) -> list[LayerInfo]:
     """Layers of a wav2vec2-style model, from its config alone."""
-    layers, stride = [], 1
-    for i, (dim, s) in enumerate(zip(cfg.conv_dim, cfg.conv_stride, strict=True)):
-        stride *= s
-        layers.append(LayerInfo(f"cnn.{i}", "cnn", sample_rate / stride, dim))
-    rate = sample_rate / stride
+    grids = frame_grids.conv_stack(cfg.conv_kernel, cfg.conv_stride, sample_rate)
+    layers = [LayerInfo.on(f"cnn.{i}", "cnn", g, dim)
+              for i, (g, dim) in enumerate(zip(grids, cfg.conv_dim, strict=True))]
+    out = grids[-1]
     if cfg.model_type not in ("sew", "sew-d") or cfg.conv_dim[-1] != cfg.hidden_size:
-        layers.append(LayerInfo("proj", "projection", rate, cfg.hidden_size))
+        layers.append(LayerInfo.on("proj", "projection", out, cfg.hidden_size))
     squeeze = getattr(cfg, "squeeze_factor", 1)  # SEW pools inside the encoder
+    squeezed = out.conv(squeeze, squeeze)
     for i in range(cfg.num_hidden_layers + 1):
         last = i == cfg.num_hidden_layers
-        layer_rate = rate if (squeeze == 1 or last) else rate / squeeze
-        layers.append(LayerInfo(f"layer.{i}", "transformer", layer_rate, cfg.hidden_size))
+        grid = out if (squeeze == 1 or last) else squeezed
+        layers.append(LayerInfo.on(f"layer.{i}", "transformer", grid, cfg.hidden_size))
     return layers
 
 
 def whisper_layers(cfg, feature_extractor) -> list[LayerInfo]:
     """Layers of Whisper's encoder: two convs and the transformer stack."""
-    mel_rate = feature_extractor.sampling_rate / feature_extractor.hop_length
+    _, conv1, conv2 = frame_grids.whisper(feature_extractor.sampling_rate,
+                                     feature_extractor.hop_length, feature_extractor.n_fft)
     return [
-        LayerInfo("cnn.0", "cnn", mel_rate, cfg.d_model),
-        LayerInfo("cnn.1", "cnn", mel_rate / 2, cfg.d_model),
+        LayerInfo.on("cnn.0", "cnn", conv1, cfg.d_model),
+        LayerInfo.on("cnn.1", "cnn", conv2, cfg.d_model),
         *(
-            LayerInfo(f"layer.{i}", "transformer", mel_rate / 2, cfg.d_model)
+            LayerInfo.on(f"layer.{i}", "transformer", conv2, cfg.d_model)
             for i in range(cfg.encoder_layers + 1)
         ),
     ]
@@ -335,14 +344,16 @@ def select_layers(layers: Sequence[LayerInfo], spec: Sequence[str]) -> list[str]
 
 def layer_table(model_dir: str, *, revision: str | None, layers: Sequence[str],
                 frames: Sequence[str]):
-    """The extracted layers of a model as a table: name, kind, frame_rate_hz, dim, storage."""
+    """The extracted layers of a model as a table: name, kind, frame_rate_hz, dim, storage,
+    first_centre_s, receptive_field_s."""
     import pandas as pd
 
     infos = describe(model_dir, revision=revision)
     names = select_layers(infos, layers)
     framed = set(select_layers(infos, frames))
     return pd.DataFrame(
-        [(i.name, i.kind, i.frame_rate_hz, i.dim, "frames" if i.name in framed else "mean")
-         for i in infos if i.name in names],
-        columns=["name", "kind", "frame_rate_hz", "dim", "storage"],
+        [(i.name, i.kind, i.frame_rate_hz, i.dim, "frames" if i.name in framed else "mean",
+          i.first_centre_s, i.receptive_field_s) for i in infos if i.name in names],
+        columns=["name", "kind", "frame_rate_hz", "dim", "storage", "first_centre_s",
+                 "receptive_field_s"],
     )

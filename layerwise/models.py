@@ -15,11 +15,8 @@ Sources that are not already a ``save_pretrained`` folder are *prepared* into on
 from __future__ import annotations
 
 import json
-<<<<<<< HEAD
-import os
-=======
 import logging
->>>>>>> gpu
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING

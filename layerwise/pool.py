@@ -6,8 +6,13 @@ feature store — and every layer is then pooled onto that index by :func:`pool_
 the feature store utterance by utterance (memory bounded by one chunk, whatever the corpus).
 
 Spans: ``utterance``; ``word`` and ``phone`` (frames whose centre falls inside the aligned
-segment; a segment shorter than one frame gets the frame nearest its midpoint); ``frame`` (a
-seeded random subsample of at most ``max_frames`` time points, the same for every layer).
+segment; a segment shorter than one frame gets the frame nearest its midpoint); ``frame``: at
+most ``max_frames`` *instants* (``time_s``), drawn once per corpus — seeded, on a 10 ms grid,
+from the manifest's durations, so every model gets the same instants — and each layer takes
+its frame whose centre is nearest the instant. Frame centres and receptive fields come from
+:mod:`layerwise.frames`. A frame row's ``start_s``/``end_s`` are the receptive field of the
+model's output frame at that instant (the window of its log-mel target); rows are matched
+across models by ``(utt_id, time_s)``.
 Poolings: ``mean``, ``meanstd`` (mean ‖ std), ``max``, ``center`` (middle frame), ``first``,
 ``last``, ``middle`` (mean over the middle third, as Pasad et al. use for phones).
 """
@@ -20,12 +25,17 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from layerwise.store import FeatureStore
+from layerwise.store import FeatureStore, layer_sort_key
 
 log = logging.getLogger(__name__)
 SPANS = ("utterance", "word", "phone", "frame")
 POOLINGS = ("mean", "meanstd", "max", "center", "first", "last", "middle")
 INDEX_COLUMNS = ["row", "utt_id", "start_s", "end_s", "unit"]
+#: Instants are drawn on this grid (s), whatever the models' frame rates.
+GRID_S = 0.01
+#: No instant this close to either end of an utterance (s): a conv front end drops a partial
+#: last window (wav2vec2's last frame may be centred 32 ms before the end).
+EDGE_S = 0.03
 
 
 def build_index(
@@ -36,13 +46,13 @@ def build_index(
     *,
     labels: Sequence[str] = (),
     max_frames: int = 20000,
-    frame_rate_hz: float = 50.0,
     seed: int = 0,
 ) -> pd.DataFrame:
     """The rows of a pooled matrix: ``row, utt_id, start_s, end_s, unit`` + label columns.
 
-    ``unit`` is the word/phone label for word/phone spans; for frames, the word and phone the
-    frame falls in go to columns ``word`` and ``phone`` when alignments exist.
+    ``unit`` is the word/phone label for word/phone spans. Frame rows add ``time_s`` (the
+    instant), and the word and phone at that instant go to columns ``word`` and ``phone`` when
+    alignments exist.
     """
     if span not in SPANS:
         raise ValueError(f"span must be one of {SPANS}, got {span!r}")
@@ -62,9 +72,11 @@ def build_index(
                               "end_s": seg["end_s"].to_numpy(), "unit": seg["label"].to_numpy()})
         index[span] = index["unit"]
     else:
-        index = _sample_frames(utts, duration, max_frames, frame_rate_hz, seed)
+        index = _frame_rows(store, sample_instants(manifest, max_frames=max_frames, seed=seed),
+                            duration)
         for tier in ("word", "phone"):
-            index[tier] = _label_times(index, alignments[alignments["tier"] == tier])
+            index[tier] = _label_times(index["utt_id"], index["time_s"],
+                                       alignments[alignments["tier"] == tier])
     index.insert(0, "row", np.arange(len(index)))
     lab = manifest.set_index("utt_id")[[c for c in labels if c in manifest.columns]]
     return _join_labels(index, lab)
@@ -88,24 +100,56 @@ def _join_labels(index: pd.DataFrame, lab: pd.DataFrame) -> pd.DataFrame:
     return index.join(lab, on="utt_id")
 
 
-def _sample_frames(utts, duration, max_frames, rate, seed) -> pd.DataFrame:
-    counts = np.array([int(duration[u] * rate) for u in utts])
+def sample_instants(manifest: pd.DataFrame, *, max_frames: int, seed: int = 0,
+                    grid_s: float = GRID_S, edge_s: float = EDGE_S) -> pd.DataFrame:
+    """At most ``max_frames`` instants of the corpus: ``utt_id, time_s``, in manifest order.
+
+    Drawn without replacement from the ``grid_s`` grid points of every manifest utterance
+    (``duration_s``) at least ``edge_s`` from its ends, so the draw depends on the corpus and
+    the seed only — not on a model's frame rate or on which files a model rejected.
+    """
+    if "duration_s" not in manifest.columns:
+        raise ValueError("the frame span needs the manifest's duration_s column")
+    utts = manifest["utt_id"].astype(str).to_numpy()
+    dur = manifest["duration_s"].astype(float).to_numpy()
+    first = int(np.ceil(edge_s / grid_s - 1e-9))
+    counts = np.maximum(np.floor((dur - edge_s) / grid_s + 1e-9).astype(np.int64) - first + 1, 0)
     total = int(counts.sum())
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(total, size=min(max_frames, total), replace=False))
     owner = np.searchsorted(np.cumsum(counts), picks, side="right")
-    local = picks - np.r_[0, np.cumsum(counts)][owner]
-    start = local / rate
-    return pd.DataFrame({"utt_id": np.asarray(utts, dtype=object)[owner], "start_s": start,
-                         "end_s": start + 1.0 / rate, "unit": ""})
+    step = first + picks - np.r_[0, np.cumsum(counts)][owner]
+    return pd.DataFrame({"utt_id": utts[owner], "time_s": np.round(step * grid_s, 6)})
 
 
-def _label_times(index: pd.DataFrame, tier: pd.DataFrame) -> list[str]:
-    """The label of the segment containing each row's centre ('' outside any segment)."""
-    out = [""] * len(index)
-    mids = ((index["start_s"] + index["end_s"]) / 2).to_numpy()
+def output_layer(store: FeatureStore) -> str:
+    """The layer whose frames stand for the model at an instant: its last framed layer."""
+    framed = [n for n in store.layers if store.layer_info(n).get("storage") != "mean"]
+    return max(framed or store.layers, key=layer_sort_key)
+
+
+def _frame_rows(store: FeatureStore, instants: pd.DataFrame, duration: dict) -> pd.DataFrame:
+    """Instants in this store's utterances, with the receptive field of the output frame."""
+    dur = instants["utt_id"].map(duration)
+    keep = (dur.notna() & (instants["time_s"] <= dur - EDGE_S + 1e-4)).to_numpy()
+    if not keep.all():
+        log.info("frame span: %d of %d instants dropped, in %d utterances missing from this "
+                 "store (or shorter than in the manifest)", (~keep).sum(), len(keep),
+                 instants.loc[~keep, "utt_id"].nunique())
+    instants = instants[keep].reset_index(drop=True)
+    layer = output_layer(store)
+    grid, n_frames = store.grid(layer), store.n_frames(layer)
+    k = grid.nearest(instants["time_s"].to_numpy(), instants["utt_id"].map(n_frames).to_numpy())
+    start, end = grid.field(k)
+    return pd.DataFrame({"utt_id": instants["utt_id"], "start_s": np.round(start, 6),
+                         "end_s": np.round(end, 6), "unit": "", "time_s": instants["time_s"]})
+
+
+def _label_times(utt_ids: pd.Series, times: pd.Series, tier: pd.DataFrame) -> list[str]:
+    """The label of the segment containing each time ('' outside any segment)."""
+    out = [""] * len(utt_ids)
     by_utt = {u: g for u, g in tier.groupby("utt_id")}
-    for i, (u, t) in enumerate(zip(index["utt_id"], mids, strict=True)):
+    for i, (u, t) in enumerate(zip(utt_ids, times, strict=True)):
         g = by_utt.get(u)
         if g is None:
             continue
@@ -113,12 +157,6 @@ def _label_times(index: pd.DataFrame, tier: pd.DataFrame) -> list[str]:
         if k >= 0 and t < g["end_s"].iloc[k]:
             out[i] = g["label"].iloc[k]
     return out
-
-
-def transformer_rate(store: FeatureStore) -> float:
-    """The frame rate of the transformer layers: the grid the frame span samples."""
-    first = next((n for n in store.layers if n.startswith("layer.")), store.layers[-1])
-    return float(store.layer_info(first)["frame_rate_hz"])
 
 
 def poolable_layers(store: FeatureStore, span: str, pooling: str) -> list[str]:
@@ -132,19 +170,25 @@ def poolable_layers(store: FeatureStore, span: str, pooling: str) -> list[str]:
 
 
 def pool_layer(store: FeatureStore, layer: str, index: pd.DataFrame, pooling: str) -> np.ndarray:
-    """Pool ``layer`` onto ``index``'s rows; returns float32 (rows, dim or 2·dim)."""
+    """Pool ``layer`` onto ``index``'s rows; returns float32 (rows, dim or 2·dim).
+
+    Rows with a ``time_s`` (frame span) take the frame centred nearest that instant; other
+    rows pool the frames centred in ``[start_s, end_s)``.
+    """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     info = store.layer_info(layer)
-    rate, dim = float(info["frame_rate_hz"]), int(info["dim"])
+    dim = int(info["dim"])
     width = 2 * dim if pooling == "meanstd" else dim
     out = np.zeros((len(index), width), dtype=np.float32)
+    instants = "time_s" in index.columns
     if info.get("storage") == "mean":
-        if not (index["start_s"] == 0).all() or pooling != "mean":
+        if instants or not (index["start_s"] == 0).all() or pooling != "mean":
             raise ValueError(f"layer {layer} is stored only as an utterance mean "
                              "(add it to extract.frames to pool it otherwise)")
+    grid = store.grid(layer)
     rows_of = index.groupby("utt_id", sort=False).indices
-    short = 0
+    short, gaps = 0, []
     for utt_id, frames in store.iter_utterances(layer):
         rows = rows_of.get(utt_id)
         if rows is None:
@@ -152,18 +196,28 @@ def pool_layer(store: FeatureStore, layer: str, index: pd.DataFrame, pooling: st
         if info.get("storage") == "mean":
             out[rows] = frames[0]
             continue
-        starts = index["start_s"].to_numpy()[rows]
-        ends = index["end_s"].to_numpy()[rows]
-        centres = (np.arange(len(frames)) + 0.5) / rate
-        for r, s, e in zip(rows, starts, ends, strict=True):
-            a, b = np.searchsorted(centres, [s, e], side="left")
-            if b <= a:  # shorter than a frame: the frame nearest the midpoint
-                a = int(np.clip(round((s + e) / 2 * rate - 0.5), 0, len(frames) - 1))
-                b = a + 1
-                short += 1
-            out[r] = pool_frames(frames[a:b], pooling)
+        if instants:
+            times = index["time_s"].to_numpy(dtype=float)[rows]
+            a = grid.nearest(times, len(frames))
+            b = a + 1
+            gaps.append(np.abs(grid.first_centre_s + a / grid.rate_hz - times))
+        else:
+            starts = index["start_s"].to_numpy(dtype=float)[rows]
+            ends = index["end_s"].to_numpy(dtype=float)[rows]
+            a, b = np.searchsorted(grid.centres(len(frames)), [starts, ends], side="left")
+            empty = b <= a  # shorter than a frame: the frame nearest the midpoint
+            a[empty] = grid.nearest((starts[empty] + ends[empty]) / 2, len(frames))
+            b[empty] = a[empty] + 1
+            short += int(empty.sum())
+        for r, i, j in zip(rows, a, b, strict=True):
+            out[r] = pool_frames(frames[i:j], pooling)
     if short:
         log.info("%s: %d segments shorter than one frame took their nearest frame", layer, short)
+    if gaps:
+        gap = np.concatenate(gaps) * 1000
+        log.info("%s: instant to frame centre: median %.1f ms, max %.1f ms; %d of %d instants "
+                 "outside their frame's receptive field", layer, np.median(gap), gap.max(),
+                 (gap > grid.receptive_field_s * 500 + 1e-6).sum(), len(gap))
     return out
 
 

@@ -87,7 +87,7 @@ def read_index(folder: str | Path) -> pd.DataFrame:
     folder = Path(folder)
     meta = read_meta(folder)
     path = folder / INDEX
-    dtypes = defaultdict(lambda: str, row=int, start_s=float, end_s=float)
+    dtypes = defaultdict(lambda: str, row=int, start_s=float, end_s=float, time_s=float)
     try:
         index = read_tsv(path, dtype=dtypes, keep_default_na=False)
     except (OSError, ValueError) as exc:

@@ -16,23 +16,18 @@ Layout (encoding-type ``layerwise-features``, encoding-version ``1.0.0``)::
     /layers/{name}/frames   (ΣT, D) float16|float32, chunked along rows
     /layers/{name}/offsets  (N+1,) int64   rows of utterance k: offsets[k]:offsets[k+1]
     /layers/{name}.attrs    frame_rate_hz, dim, kind, storage ("frames" | "mean"),
-                            nonfinite (count of inf/nan values stored)
+                            nonfinite (count of inf/nan values stored),
+                            first_centre_s, receptive_field_s (see layerwise.frames)
     /.attrs                 encoding-type/-version, model source, revision, library versions,
                             dtype, config hash, creation time, batching, attn implementation,
                             device name, CUDA/cuDNN versions, float32 precision
 
 Layers stored with ``storage = "mean"`` hold one row per utterance (its mean frame), so their
-<<<<<<< HEAD
-offsets are ``0..N``. Files are written under a temporary name and renamed when complete, so a
-killed job never leaves a file that looks finished (:mod:`layerwise.atomic`). Readers keep paths, not open handles, and
-reopen per call (safe across processes and forks).
-=======
 offsets are ``0..N``. ``nonfinite`` counts the inf/nan values of a layer after conversion to
 the storage dtype: float16 turns values beyond ±65504 into inf without an error. Files are
-written under a temporary name and renamed when complete, so a killed job never leaves a file
-that looks finished. Readers keep paths, not open handles, and reopen per call (safe across
-processes and forks).
->>>>>>> gpu
+written under a temporary name and renamed when complete (:mod:`layerwise.atomic`), so a killed
+job never leaves a file that looks finished. Readers keep paths, not open handles, and reopen
+per call (safe across processes and forks).
 """
 
 from __future__ import annotations
@@ -47,6 +42,7 @@ import numpy as np
 
 from layerwise import atomic
 from layerwise.errors import InputError
+from layerwise.frames import FrameGrid, stored_grid
 
 ENCODING_TYPE = "layerwise-features"
 ENCODING_VERSION = "1.0.0"
@@ -99,6 +95,9 @@ class ShardWriter:
             g.attrs.update({"frame_rate_hz": float(info.frame_rate_hz), "dim": int(info.dim),
                             "kind": info.kind,
                             "storage": "frames" if info.name in frame_layers else "mean"})
+            for key in ("first_centre_s", "receptive_field_s"):  # the layer's FrameGrid
+                if getattr(info, key, None) is not None:
+                    g.attrs[key] = float(getattr(info, key))
             self.layers[info.name] = g
         self.nonfinite = dict.fromkeys(self.layers, 0)
         self.n = 0
@@ -204,11 +203,15 @@ class FeatureStore:
         return list(self._utt_ids)
 
     def layer_info(self, layer: str) -> dict:
-        """``frame_rate_hz``, ``dim``, ``kind`` and ``storage`` of a layer."""
+        """``frame_rate_hz``, ``dim``, ``kind``, ``storage`` (and the grid attrs) of a layer."""
         try:
             return self._info[layer]
         except KeyError:
             raise StoreError(f"layers/{layer}: no such layer ({', '.join(self.layers)})") from None
+
+    def grid(self, layer: str) -> FrameGrid:
+        """Where the layer's frames sit in time (centres, receptive field)."""
+        return stored_grid(layer, self.layer_info(layer), self.attrs)
 
     def frames(self, layer: str, utt_id: str) -> np.ndarray:
         """One utterance's rows of ``layer`` as float32 (T, D) (one row for pooled layers)."""
@@ -227,6 +230,17 @@ class FeatureStore:
         for p in self.paths:
             with self._open(p) as f:
                 out.update(zip(f["utterances/utt_id"].asstr()[:], f["utterances/n_samples"][:], strict=False))
+        return out
+
+    def n_frames(self, layer: str) -> dict[str, int]:
+        """Rows of ``layer`` per utterance, from the offsets alone."""
+        self.layer_info(layer)
+        out = {}
+        for p in self.paths:
+            with self._open(p) as f:
+                off = f[f"layers/{layer}/offsets"][:]
+                out.update(zip(f["utterances/utt_id"].asstr()[:], np.diff(off).tolist(),
+                               strict=True))
         return out
 
     def iter_utterances(self, layer: str) -> Iterator[tuple[str, np.ndarray]]:

@@ -15,7 +15,6 @@ index = pool.build_index(
     w.span,
     labels=snakemake.params.labels or [],
     max_frames=snakemake.params.max_frames,
-    frame_rate_hz=pool.transformer_rate(fs),
     seed=snakemake.params.seed,
 )
 names = pool.poolable_layers(fs, w.span, w.pooling)

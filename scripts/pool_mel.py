@@ -9,8 +9,7 @@ from layerwise.tables import read_tsv
 log = logs.to_file(snakemake.log[0])
 index = pooled.read_index(snakemake.input.pooled)
 paths = pd.concat([read_tsv(t, dtype=str) for t in snakemake.input.shard_tables])
-rate = 1.0 / float((index["end_s"] - index["start_s"]).iloc[0])
 mel = cca_targets.mel_matrix(index, dict(zip(paths["utt_id"], paths["path"], strict=True)),
-                             frame_rate_hz=rate, sample_rate=snakemake.params.sample_rate)
+                             sample_rate=snakemake.params.sample_rate)
 np.save(snakemake.output[0], mel)
-log.info("%s log-mel rows at %.1f Hz", mel.shape, rate)
+log.info("%s log-mel rows, each over its frame's receptive field", mel.shape)

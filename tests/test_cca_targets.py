@@ -37,7 +37,14 @@ def test_fit_cca_recovers_correlations_of_a_rotation():
     assert abs(cca_targets.pwcca_projected(X, X @ Q, *fit) - 1) < 1e-6
 
 
-def test_log_mel_is_on_the_frame_grid():
+def test_log_mel_windows_see_only_their_own_samples():
     wave = speechlike(16000, 0)
-    mel = cca_targets.log_mel(wave, frame_rate_hz=50)
-    assert mel.shape[1] == 80 and abs(mel.shape[0] - 50) <= 1 and np.isfinite(mel).all()
+    wave[8000:8400] += np.sin(2 * np.pi * 3000 * np.arange(400) / 16000)  # a 3 kHz tone
+    starts = np.array([-200, 7600, 8000, 15800])
+    mel = cca_targets.log_mel_windows(wave, starts, starts + 400)
+    assert mel.shape == (4, 80) and np.isfinite(mel).all()
+    from transformers.audio_utils import hertz_to_mel, mel_to_hertz
+
+    edges = np.linspace(hertz_to_mel(0.0, "slaney"), hertz_to_mel(8000.0, "slaney"), 82)
+    centre_hz = mel_to_hertz(edges[1 + np.argmax(mel[2] - mel[1])], "slaney")  # window 2 only
+    assert 2800 < centre_hz < 3200

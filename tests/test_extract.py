@@ -47,6 +47,9 @@ def test_attrs_record_provenance(wav_table, tmp_path, tiny_model_dir):
     assert fs.layer_info("layer.1")["storage"] == "frames"
     assert fs.layer_info("cnn.0")["storage"] == "mean"
     assert fs.layer_info("layer.1")["frame_rate_hz"] == 16000 / 20
+    # convs (10, 3, 3) / (5, 2, 2): frame k covers samples [20k, 20k + 40)
+    assert fs.layer_info("layer.1")["first_centre_s"] * 16000 == pytest.approx(20)
+    assert fs.layer_info("cnn.0")["receptive_field_s"] * 16000 == pytest.approx(10)
     assert summary["utterances"] == N_UTTS
 
 
