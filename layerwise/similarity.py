@@ -1232,7 +1232,7 @@ class LinearCKAAccumulator:
 _BOUNDS = {
     "cka_linear": (0.0, 1.0),
     "cka_rbf": (0.0, 1.0),
-    "cka_debiased": (0.0, 1.0),
+    "cka_debiased": (-1.0, 1.0),  # its estimate may be < 0; keep it inside its interval
     "cosine": (-1.0, 1.0),
     "mutual_knn": (0.0, 1.0),
     "svcca": (0.0, 1.0),
@@ -1415,7 +1415,7 @@ def bootstrap_ci(
       at realistic ``n`` (RBF), too much to correct; the unbiased one needs no
       correction, and the percentile interval keeps the skew near 1 the right way
       round.  Linear and debiased CKA estimate the same population value and get the
-      same interval.
+      same interval (but for clipping at 0).
     * ``cosine`` (a mean of per-row scores): basic interval ``(2θ̂ - q_hi, 2θ̂ - q_lo)``.
     * ``svcca``, ``pwcca``: their O(p/n) bias is large and a resample underestimates it
       (its canonical correlations are already inflated), so they are recomputed on
@@ -1431,8 +1431,9 @@ def bootstrap_ci(
       plug-in statistics (smooth functions of the empirical distribution), not for
       U-statistics, on which copies of a row act as dependent samples.
 
-    Intervals of the package's metrics are clipped to the range of the population value
-    (``[-1, 1]`` for cosine, ``[0, 1]`` otherwise).
+    Intervals of the package's metrics are clipped to the range of the population value,
+    ``[0, 1]`` (``[-1, 1]`` for cosine, and for debiased CKA, whose estimate may be
+    negative).
 
     Parameters
     ----------
@@ -1462,8 +1463,8 @@ def bootstrap_ci(
     The interval is for the population value, not for the estimate: a biased estimate
     may lie outside it.  RBF CKA is biased upwards by several standard errors at a few
     hundred rows, and linear CKA of unrelated layers is positive by bias alone, so their
-    intervals can lie below their values; debiased CKA may be negative, below an
-    interval clipped at 0.  SVCCA and PWCCA of unrelated layers are biased by far more
+    intervals can lie below their values.  SVCCA and PWCCA of unrelated layers are biased
+    by far more
     than the half-sample correction removes (the bias is not O(1/n) there): their
     intervals then exclude 0.  Coverage was measured by simulation (docs/metrics.md).
     Under independence the interval of the CKAs is conservative: the bootstrap of a

@@ -248,8 +248,12 @@ def test_linear_and_debiased_cka_share_one_interval_and_rbf_is_centred_on_its_u_
     rng = np.random.default_rng(5)
     X = rng.standard_normal((50, 4))
     Y = X + rng.standard_normal((50, 4))
-    assert bootstrap_ci("cka_linear", X, Y, n_boot=30, seed=2) == bootstrap_ci(
-        cka_debiased, X, Y, n_boot=30, seed=2)
+    low, high = bootstrap_ci(cka_debiased, X, Y, n_boot=30, seed=2)
+    assert bootstrap_ci("cka_linear", X, Y, n_boot=30, seed=2) == (max(low, 0.0), high)
+    Z = rng.standard_normal((50, 4))  # unrelated: the debiased interval reaches below 0
+    low, high = bootstrap_ci(cka_debiased, X, Z, n_boot=30, seed=2)
+    assert low < 0.0 < high
+    assert bootstrap_ci("cka_linear", X, Z, n_boot=30, seed=2) == (0.0, high)
     computation = sim._TableComputation(
         [X], [Y], ["x"], ["y"], ["cka_rbf"], n_boot=0, seed=0, codes=None, knn_k=3,
         rbf_threshold=0.5, svcca_components=None)
