@@ -456,7 +456,9 @@ def cosine_matched(X: ArrayLike, Y: ArrayLike) -> float:
     """Mean cosine similarity of matched rows, ``mean_i cos(x_i, y_i)``.
 
     Only meaningful when both representations live in the same coordinates (same
-    width, e.g. the residual stream of one model); the rows are not centred.
+    width, e.g. the residual stream of one model); the rows are not centred.  Two
+    different models have unrelated coordinates even at equal widths, so
+    :func:`similarity_table` gives ``nan`` between them.
 
     Parameters
     ----------
@@ -795,8 +797,9 @@ def svcca(
     X : array-like of shape (n_samples, n_features_x)
     Y : array-like of shape (n_samples, n_features_y)
     n_components : int or None, default=20
-        Directions kept per input (the reference tutorials keep 20).
-        ``None`` selects by ``variance`` instead.
+        Directions kept per input (the reference tutorials keep 20; for wide layers
+        usually far fewer than the 99% of the variance of Raghu et al.).  ``None``
+        selects by ``variance`` instead, as the paper does.
     variance : float, default=0.99
         Fraction of variance to keep when ``n_components`` is None, in ``(0, 1]``.
 
@@ -1663,9 +1666,10 @@ class _Replicate:
     plug-in metric of the resample equals the weighted metric over ``X[rows]``.  For
     packed kernels over the rows: ``pairs`` indexes their entries in the full packing
     (None = all), ``sqrt_mult`` is sqrt(2) off the diagonal (so that packed inner
-    products count both triangles), ``median_weights`` how often each entry occurs when
-    pairs of copies of a row count as the diagonal (zero distance, ``total`` times in
-    all), and ``u_weights`` the U-statistic weights of :func:`_u_hsic`.
+    products count both triangles), ``median_weights`` how often each entry counts in
+    the bandwidth's median (``2 c_i c_j`` for a pair of distinct rows; pairs of copies
+    of a row are left out, and the diagonal counts one zero per resampled row, as in
+    the point estimate), and ``u_weights`` the U-statistic weights of :func:`_u_hsic`.
     """
 
     def __init__(self, n: int, weights: np.ndarray | None, packing: _Packing | None) -> None:
@@ -1877,7 +1881,7 @@ class _Side:
 
     def rbf_terms(self, rep: _Replicate, threshold: float) -> tuple[_KernelTerms, np.ndarray]:
         """RBF kernels on the replicate's rows, with the bandwidth from the median over
-        its pairs (pairs of copies of a row count as the diagonal), and which layers have
+        its pairs of distinct rows and one zero per resampled row, and which layers have
         median 0.  The point estimate (all rows) overwrites the stored distances, so it
         must come last."""
         L = len(self.centred)
