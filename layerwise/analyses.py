@@ -44,7 +44,7 @@ def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model:
         from layerwise.similarity import similarity_table
 
         return similarity_table(layers, None, model_a=model, model_b=model, span=span,
-                                pooling=pooling, seed=seed, **params)
+                                pooling=pooling, seed=seed, groups=_utterances(index), **params)
     if name == "featstats":
         from layerwise.featstats import featstats_table
 
@@ -55,10 +55,11 @@ def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model:
     if name == "probes":
         from layerwise.probes import probe_table
 
-        group = params.get("group")
+        group, fallback = params.get("group"), params.get("fallback_group", "utt_id")
         return probe_table(sub_layers, sub_index, label_columns=cols, seed=seed,
                            probe=params.get("probe", "logreg"), folds=params.get("folds", 5),
                            group=group if group in sub_index.columns else None,
+                           fallback_group=fallback if fallback in sub_index.columns else None,
                            n_jobs=n_jobs, **ctx)
     if name == "convexity":
         from layerwise.convexity import convexity_table
@@ -95,6 +96,15 @@ def _cca(index, layers, *, model, span, mel, seed, n_trials=3, min_count=6):
     return cca_targets.cca_table({k: v[keep] for k, v in layers.items()},
                                  cca_targets.one_hot(labels[keep]), target_name=span, model=model,
                                  span=span, strata=labels[keep], n_trials=n_trials, seed=seed)
+
+
+def _utterances(index: pd.DataFrame) -> np.ndarray | None:
+    """The utterance of each row: the bootstrap resamples utterances, since the words,
+    phones and frames of one utterance are not independent samples.  None (rows are
+    resampled) when there are fewer than two utterances to resample."""
+    if "utt_id" not in index.columns or index["utt_id"].nunique() < 2:
+        return None
+    return index["utt_id"].astype(str).to_numpy()
 
 
 def _rows_with_labels(index: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
@@ -143,6 +153,8 @@ def cross_similarity(index_a, layers_a, index_b, layers_b, *, model_a: str, mode
     from layerwise.similarity import similarity_table
 
     ra, rb = align_rows(index_a, index_b, span=span)
+    utterances = _utterances(index_a)
     return similarity_table({k: v[ra] for k, v in layers_a.items()},
                             {k: v[rb] for k, v in layers_b.items()}, model_a=model_a,
-                            model_b=model_b, span=span, pooling=pooling, seed=seed, **params)
+                            model_b=model_b, span=span, pooling=pooling, seed=seed,
+                            groups=None if utterances is None else utterances[ra], **params)

@@ -5,25 +5,44 @@ Pasad et al. (2021, "Layer-wise analysis of a self-supervised speech representat
 layer is linearly related to word identity, phone identity or the log-mel spectrum with
 projection-weighted CCA (Morcos et al. 2018) under a held-out protocol:
 
-1. split the rows into train / dev / test (stratified by the label when there is one);
+1. split the rows into train / dev / test (60 / 20 / 20 %, stratified by the label when there
+   is one);
 2. fit regularised CCA on train for each ε in a grid (ε added to both covariance diagonals,
    relative to their mean variance), keep the ε whose PWCCA is best on dev;
-3. report PWCCA of the held-out test rows, projected with the train directions;
-4. average over ``n_trials`` random splits (mean, and a percentile band as ``ci_low/ci_high``).
+3. report PWCCA of the held-out test rows, projected on the train directions;
+4. repeat over ``n_trials`` random splits: the mean, and the smallest and largest trial as a
+   range (``trial_min``, ``trial_max``; a spread over splits, not a confidence interval).
 
-PWCCA weights each canonical direction by how much of layer X's neurons it accounts for
-(sum of |correlation| of the neurons with the canonical variate), normalised to sum to one.
+The CCA and the PWCCA are those of :mod:`layerwise.similarity` (:func:`cca_directions`,
+:func:`projected_pwcca`): each correlation is weighted by how much of the *layer's* centred
+neurons its canonical variate accounts for (``weighted_side="layer"``), as the similarity
+table's PWCCA weights by its first layer, so that models of different widths are weighted
+alike.  Pasad et al.'s code weights the side with fewer dimensions (``weighted_side="fewer"``),
+in practice the target (80 mel bins, or fewer word/phone types than the layer's width).
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from layerwise.similarity import (
+    CCADirections,
+    UndefinedSimilarityWarning,
+    cca_directions,
+    projected_pwcca,
+)
+
 EPSILONS = (1e-4, 1e-3, 1e-2, 1e-1)
+#: Which side's neurons weight the correlations, see the module docstring.
+WEIGHTED_SIDES = ("layer", "target", "fewer")
+#: Columns of :func:`cca_table`.
+CCA_COLUMNS = ("model", "layer", "span", "target", "metric", "value", "trial_min", "trial_max",
+               "n_trials")
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -34,48 +53,46 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def _inv_sqrt(S: np.ndarray) -> np.ndarray:
-    w, V = np.linalg.eigh(S)
-    return (V / np.sqrt(np.clip(w, 1e-12, None))) @ V.T
+def _rms(A: np.ndarray) -> float:
+    """Root mean variance of the columns (1 for constant input), the scale of ε."""
+    scale = float(np.sqrt(A.var(axis=0, ddof=1).mean())) if len(A) > 1 else 0.0
+    return scale if scale > 0.0 else 1.0
 
 
-def fit_cca(X: np.ndarray, Y: np.ndarray, epsilon: float):
-    """Canonical directions (A for X, B for Y) and the train means, regularised by ε."""
-    mx, my = X.mean(0), Y.mean(0)
-    Xc, Yc = X - mx, Y - my
-    n = len(X)
-    Sxx, Syy, Sxy = Xc.T @ Xc / n, Yc.T @ Yc / n, Xc.T @ Yc / n
-    Sxx += epsilon * np.trace(Sxx) / len(Sxx) * np.eye(len(Sxx)) + 1e-10 * np.eye(len(Sxx))
-    Syy += epsilon * np.trace(Syy) / len(Syy) * np.eye(len(Syy)) + 1e-10 * np.eye(len(Syy))
-    Wx, Wy = _inv_sqrt(Sxx), _inv_sqrt(Syy)
-    U, _, Vt = np.linalg.svd(Wx @ Sxy @ Wy, full_matrices=False)
-    k = min(np.linalg.matrix_rank(Xc), np.linalg.matrix_rank(Yc), U.shape[1])
-    return Wx @ U[:, :k], Wy @ Vt[:k].T, mx, my
+def fit_cca(X: np.ndarray, Y: np.ndarray, epsilon: float) -> CCADirections:
+    """Canonical directions of (X, Y) with ridge ε relative to each side's mean variance.
+
+    Each side is divided by its root mean variance, so that ε is relative; CCA and
+    PWCCA do not depend on that scale.  Project rows with :func:`pwcca_projected`.
+    """
+    sx, sy = _rms(X), _rms(Y)
+    fit = cca_directions(X / sx, Y / sy, epsilon=epsilon)
+    return CCADirections(fit.mean_x * sx, fit.mean_y * sy, fit.x / sx, fit.y / sy,
+                         fit.correlations)
 
 
-def pwcca_projected(X: np.ndarray, Y: np.ndarray, A, B, mx, my) -> float:
-    """PWCCA of (X, Y) projected on given directions (correlations and weights on X)."""
-    Xc, Yc = X - mx, Y - my
-    U, V = Xc @ A, Yc @ B
-    U, V = U - U.mean(0), V - V.mean(0)
-    nu, nv = np.linalg.norm(U, axis=0), np.linalg.norm(V, axis=0)
-    ok = (nu > 1e-12) & (nv > 1e-12)
-    if not ok.any():
-        return float("nan")
-    rho = np.abs((U[:, ok] * V[:, ok]).sum(0) / (nu[ok] * nv[ok]))
-    Xn = Xc - Xc.mean(0)
-    xnorm = np.linalg.norm(Xn, axis=0)
-    keep = xnorm > 1e-12
-    corr = (Xn[:, keep] / xnorm[keep]).T @ (U[:, ok] / nu[ok])  # neurons × directions
-    alpha = np.abs(corr).sum(0)
-    return float((alpha * rho).sum() / alpha.sum())
+def _side(weighted_side: str, n_layer: int, n_target: int) -> str:
+    if weighted_side not in WEIGHTED_SIDES:
+        raise ValueError(f"weighted_side must be one of {WEIGHTED_SIDES}, got {weighted_side!r}")
+    if weighted_side == "fewer":  # Pasad et al.: x when it has fewer dimensions, else y
+        return "x" if n_layer < n_target else "y"
+    return "x" if weighted_side == "layer" else "y"
+
+
+def pwcca_projected(X: np.ndarray, Y: np.ndarray, fit: CCADirections, *,
+                    weighted_side: str = "layer") -> float:
+    """Held-out PWCCA of rows (X, Y) on the directions of :func:`fit_cca`."""
+    weights = _side(weighted_side, X.shape[1], Y.shape[1])
+    return projected_pwcca(fit, X, Y, weights=weights)
 
 
 def heldout_pwcca(X: np.ndarray, Y: np.ndarray, *, strata: np.ndarray | None = None,
-                  n_trials: int = 3, seed: int = 0, epsilons=EPSILONS) -> tuple[float, float, float]:
-    """Mean held-out PWCCA over trials and its 2.5–97.5 % band: ``(mean, low, high)``."""
+                  n_trials: int = 3, seed: int = 0, epsilons=EPSILONS,
+                  weighted_side: str = "layer") -> tuple[float, float, float]:
+    """Mean held-out PWCCA over trials and its range: ``(mean, trial_min, trial_max)``."""
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
+    _side(weighted_side, X.shape[1], Y.shape[1])
     scores = []
     for t in range(n_trials):
         rs = seed + t
@@ -85,14 +102,17 @@ def heldout_pwcca(X: np.ndarray, Y: np.ndarray, *, strata: np.ndarray | None = N
         dev, test = train_test_split(rest, test_size=0.5, random_state=rs,
                                      stratify=_safe_strata(strata, rest))
         best, best_dev = None, -np.inf
-        for eps in epsilons:
-            fit = fit_cca(X[train], Y[train], eps)
-            score = pwcca_projected(X[dev], Y[dev], *fit)
-            if score > best_dev:
-                best, best_dev = fit, score
-        scores.append(pwcca_projected(X[test], Y[test], *best))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedSimilarityWarning)  # nan: not chosen
+            for eps in epsilons:
+                fit = fit_cca(X[train], Y[train], eps)
+                score = pwcca_projected(X[dev], Y[dev], fit, weighted_side=weighted_side)
+                if score > best_dev:
+                    best, best_dev = fit, score
+            scores.append(np.nan if best is None else
+                          pwcca_projected(X[test], Y[test], best, weighted_side=weighted_side))
     s = np.array(scores)
-    return float(s.mean()), float(np.percentile(s, 2.5)), float(np.percentile(s, 97.5))
+    return float(s.mean()), float(s.min()), float(s.max())
 
 
 def _safe_strata(strata, idx):
@@ -114,19 +134,20 @@ def min_count_filter(labels: np.ndarray, min_count: int) -> np.ndarray:
 
 def cca_table(layers: dict[str, np.ndarray], target: np.ndarray, *, target_name: str, model: str,
               span: str, strata: np.ndarray | None = None, n_trials: int = 3, seed: int = 0,
-              progress: bool = True) -> pd.DataFrame:
+              weighted_side: str = "layer", progress: bool = True) -> pd.DataFrame:
     """Held-out PWCCA of every layer with ``target`` (one-hot labels or mel features).
 
-    Columns: ``model, layer, span, target, metric, value, ci_low, ci_high`` (metric ``pwcca``).
+    Columns :data:`CCA_COLUMNS`: ``model, layer, span, target, metric, value, trial_min,
+    trial_max, n_trials`` (metric ``pwcca``; value the mean over trials).
     """
     from tqdm.auto import tqdm
 
     rows = []
     for name, X in tqdm(layers.items(), desc=f"cca-{target_name}", disable=not progress):
-        mean, low, high = heldout_pwcca(X, target, strata=strata, n_trials=n_trials, seed=seed)
-        rows.append((model, name, span, target_name, "pwcca", mean, low, high))
-    return pd.DataFrame(rows, columns=["model", "layer", "span", "target", "metric", "value",
-                                       "ci_low", "ci_high"])
+        mean, low, high = heldout_pwcca(X, target, strata=strata, n_trials=n_trials, seed=seed,
+                                        weighted_side=weighted_side)
+        rows.append((model, name, span, target_name, "pwcca", mean, low, high, n_trials))
+    return pd.DataFrame(rows, columns=list(CCA_COLUMNS))
 
 
 def log_mel_windows(wave: np.ndarray, starts: np.ndarray, ends: np.ndarray, *,

@@ -6,17 +6,21 @@ training fold the probe is
 ``logreg``
     StandardScaler -> [PCA to ``max_dims`` when the layer is wider] -> multinomial
     logistic regression with an L2 penalty, C chosen from ``(0.01, 0.1, 1, 10)`` by an
-    inner 3-fold cross-validation on the training fold only (``LogisticRegressionCV``),
+    inner 3-fold cross-validation on the training fold only, over the whole pipeline
+    (:class:`InnerCVProbe`): each inner fold refits the scaler and the PCA on its own
+    training rows, so its validation rows shape nothing; then refitted on the fold,
 ``mlp``
     StandardScaler -> [PCA] -> one hidden layer of 256 ReLU units (``MLPClassifier``),
-    Adam with early stopping on a stratified 10% validation split of the training fold;
-    training folds too small for a >= 100-row validation split use L-BFGS instead.
+    Adam with early stopping on a 10% validation split of the training fold that is
+    stratified and group-disjoint like the folds (:class:`EarlyStoppedMLP`; scaler and
+    PCA fitted without the validation rows); training folds too small for a >= 100-row
+    validation split use L-BFGS instead.
 
 Choices that trade exactness for speed (measured on 2,700 rows x 768 dims):
 
 * The PCA bounds the cost of wide layers; ``max_dims=None`` switches it off. It is
-  fitted on each outer training fold (``pca_on="train"``, leaks nothing), or, about
-  40% faster on 768-d layers, once per layer on all rows (``pca_on="all"``: no labels
+  fitted within each (inner) training fold (``pca_on="train"``, leaks nothing), or,
+  much faster on 768-d layers, once per layer on all rows (``pca_on="all"``: no labels
   are used, but test rows shape the basis).
 * ``tol=1e-3`` and ``max_iter=100`` for L-BFGS; nearly separable folds with large C
   stop at the iteration cap, which changes accuracy very little but saves most of the
@@ -27,9 +31,13 @@ Choices that trade exactness for speed (measured on 2,700 rows x 768 dims):
 
 Folds are made once per label and reused for every layer, so layers are compared on
 identical splits. With ``group`` (e.g. the speaker) the folds are group-disjoint
-(``StratifiedGroupKFold``, also for the inner C search), so a probe cannot score by
-recognising a speaker it saw in training. Classes too small for the folds are dropped
-with a warning (see :func:`probe_splits`).
+(``StratifiedGroupKFold``, also for the inner splits), so a probe cannot score by
+recognising a speaker it saw in training. The label that is the group itself (the
+speaker) cannot have group-disjoint folds; it, and every label when ``group`` is None,
+is grouped by ``fallback_group`` instead (the workflow passes the utterance), so that
+the words, phones and frames of one utterance - near-duplicates for a speaker probe -
+never sit on both sides of a split. Classes too small for the folds are dropped with a
+warning (see :func:`probe_splits`).
 
 Reported per metric (``accuracy``, ``macro_f1``): mean over outer folds, standard
 deviation over folds, a fold-based 95% interval ``mean +- t(0.975, f-1) * std / sqrt(f)``
@@ -41,7 +49,6 @@ the majority class in the test folds.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,9 +58,10 @@ import pandas as pd
 import sklearn
 from joblib import Parallel, delayed
 from scipy import stats
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegressionCV
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.neural_network import MLPClassifier
@@ -70,7 +78,15 @@ from layerwise.featstats import (
     progress_bar,
 )
 
-__all__ = ["PROBE_COLUMNS", "make_probe", "probe_scores", "probe_splits", "probe_table"]
+__all__ = [
+    "PROBE_COLUMNS",
+    "EarlyStoppedMLP",
+    "InnerCVProbe",
+    "make_probe",
+    "probe_scores",
+    "probe_splits",
+    "probe_table",
+]
 
 #: Columns of :func:`probe_table`.
 PROBE_COLUMNS = (
@@ -85,12 +101,6 @@ _METRICS = ("accuracy", "macro_f1")
 _INNER_FOLDS = 3
 _PROBES = ("logreg", "mlp")
 _SKLEARN = tuple(int(part) for part in sklearn.__version__.split(".")[:2])
-# sklearn >= 1.8 deprecates the implicit L2 / legacy attributes of LogisticRegressionCV.
-_LRCV_EXTRA = (
-    {"l1_ratios": (0.0,), "use_legacy_attributes": False}
-    if "use_legacy_attributes" in inspect.signature(LogisticRegressionCV).parameters
-    else {}
-)
 
 
 def _preprocessing(n_features: int, n_rows: int, max_dims: int | None, seed) -> list:
@@ -110,12 +120,12 @@ def make_probe(
     *,
     n_features: int,
     y_train,
-    inner_cv=_INNER_FOLDS,
+    groups=None,
     max_dims: int | None = 256,
     preprocess: bool = True,
     seed: int | None = 0,
-) -> Pipeline:
-    """Unfitted probe pipeline (scaler, optional PCA, classifier).
+):
+    """Unfitted probe for one outer training fold: preprocessing refitted on every split.
 
     Parameters
     ----------
@@ -123,52 +133,158 @@ def make_probe(
     n_features : int
         Width of the input; PCA is added when it exceeds ``max_dims``.
     y_train : array-like of shape (n_train,)
-        Training targets; the PCA width is capped at ``n_train``, and the MLP uses early
-        stopping only when its stratified validation split can hold every class and
-        has >= 100 rows (L-BFGS otherwise).
-    inner_cv : int or iterable of (train, test) index arrays, default=3
-        Cross-validation for choosing C (logreg only).
+        Training targets; the PCA width is capped at ``n_train``.
+    groups : array-like of shape (n_train,), optional
+        Group of each training row (e.g. speaker or utterance): the inner splits (C
+        search, MLP validation split) are group-disjoint, like the outer folds.
     max_dims : int or None, default=256
         Upper bound on the input width after PCA; None keeps all dimensions.
     preprocess : bool, default=True
         False leaves out scaler and PCA (for input that was already preprocessed).
     seed : int or None, default=0
-        ``random_state`` of the PCA and of the MLP.
+        Seed of the inner splits, the PCA and the MLP.
 
     Returns
     -------
-    sklearn.pipeline.Pipeline
+    estimator
+        ``logreg``: :class:`InnerCVProbe` of the pipeline (scaler, PCA, logistic
+        regression), which refits the scaler and the PCA on every inner training fold.
+        ``mlp``: the pipeline (scaler, PCA, MLP), with early stopping on a group-disjoint
+        validation split (:class:`EarlyStoppedMLP`) when there are enough rows, else
+        trained by L-BFGS.
 
     Examples
     --------
-    >>> make_probe("logreg", n_features=768, y_train=[0, 1] * 400).named_steps["pca"]
+    >>> probe = make_probe("logreg", n_features=768, y_train=[0, 1] * 400)
+    >>> probe.pipeline.named_steps["pca"]
     PCA(n_components=256, random_state=0, svd_solver='covariance_eigh')
+    >>> len(probe.cv), probe.Cs
+    (3, (0.01, 0.1, 1.0, 10.0))
     """
     if probe not in _PROBES:
         raise ValueError(f"probe must be one of {_PROBES}, got {probe!r}")
-    _, counts = np.unique(np.asarray(y_train), return_counts=True)
-    n_train, n_classes = int(counts.sum()), len(counts)
+    y_train = np.asarray(y_train)
+    n_train = len(y_train)
     steps = _preprocessing(n_features, n_train, max_dims, seed) if preprocess else []
     if probe == "logreg":
-        classifier = LogisticRegressionCV(
-            Cs=list(C_GRID), cv=inner_cv, scoring="accuracy", tol=1e-3, max_iter=100,
-            **_LRCV_EXTRA,
-        )  # fmt: skip
-    else:
-        # Early stopping needs a stratified validation split that holds every class and is
-        # large enough (>= 100 rows) not to saturate at 100% after a few epochs and freeze
-        # an under-trained snapshot; otherwise use L-BFGS, which sklearn recommends for
-        # small data sets.
-        validation = max(0.1, (n_classes + 1) / n_train)
-        if validation <= 0.3 and validation * n_train >= 100 and counts.min() >= 2:
-            solver = {"early_stopping": True, "validation_fraction": validation}
-        else:
-            solver = {"solver": "lbfgs"}
-        classifier = MLPClassifier(
-            hidden_layer_sizes=(256,), max_iter=200, random_state=seed, **solver
-        )
-    steps.append(("classifier", classifier))
-    return Pipeline(steps)
+        classifier = LogisticRegression(tol=1e-3, max_iter=100)
+        return InnerCVProbe(Pipeline([*steps, ("classifier", classifier)]),
+                            _inner_splits(y_train, groups, seed))
+    validation = _validation_split(y_train, groups, seed)
+    if validation is None:
+        # Too few rows for a validation split that would not saturate at 100% after a
+        # few epochs and freeze an under-trained snapshot: L-BFGS, which sklearn
+        # recommends for small data sets.
+        mlp = MLPClassifier(hidden_layer_sizes=(256,), max_iter=200, random_state=seed,
+                            solver="lbfgs")
+        return Pipeline([*steps, ("classifier", mlp)])
+    mlp = MLPClassifier(hidden_layer_sizes=(256,), random_state=seed)
+    return EarlyStoppedMLP(Pipeline([*steps, ("classifier", mlp)]), validation)
+
+
+class InnerCVProbe(ClassifierMixin, BaseEstimator):
+    """A pipeline ending in a logistic regression whose C is chosen by inner CV.
+
+    What ``GridSearchCV`` over the pipeline does, with the preprocessing (scaler, PCA)
+    fitted once per inner training fold and shared by every C (the regression runs from
+    small C to large, warm-started), which makes it several times faster when the PCA
+    dominates.  Ties go to the smaller C; the pipeline is then refitted on all rows.
+
+    Parameters
+    ----------
+    pipeline : sklearn.pipeline.Pipeline
+        Preprocessing steps, then a ``LogisticRegression`` named ``classifier``.
+    cv : list of (ndarray, ndarray)
+        Inner (training, validation) row indices of the rows passed to :meth:`fit`.
+    Cs : tuple of float, default=C_GRID
+    """
+
+    def __init__(self, pipeline, cv, Cs=C_GRID):
+        self.pipeline = pipeline
+        self.cv = cv
+        self.Cs = Cs
+
+    def fit(self, X, y):
+        y = np.asarray(y)
+        Cs = sorted(self.Cs)
+        scores = np.zeros(len(Cs))
+        for train, validation in self.cv:
+            Z_train, Z_val = X[train], X[validation]
+            if len(self.pipeline) > 1:
+                preprocess = clone(Pipeline(self.pipeline.steps[:-1]))
+                Z_train = preprocess.fit_transform(Z_train, y[train])
+                Z_val = preprocess.transform(Z_val)
+            classifier = clone(self.pipeline.steps[-1][1]).set_params(warm_start=True)
+            for k, C in enumerate(Cs):
+                classifier.set_params(C=C).fit(Z_train, y[train])
+                scores[k] += accuracy_score(y[validation], classifier.predict(Z_val))
+        self.C_ = Cs[int(np.argmax(scores))]
+        self.pipeline_ = clone(self.pipeline).set_params(classifier__C=self.C_).fit(X, y)
+        self.classes_ = self.pipeline_.classes_
+        return self
+
+    def predict(self, X):
+        return self.pipeline_.predict(X)
+
+
+class EarlyStoppedMLP(ClassifierMixin, BaseEstimator):
+    """A pipeline ending in an MLP, trained with early stopping on a given validation split.
+
+    The preprocessing steps are fitted on the training part of ``split`` only; the MLP
+    is trained epoch by epoch (``partial_fit``) on it and keeps the weights of the epoch
+    with the best validation accuracy, stopping after ``patience`` epochs without an
+    improvement of ``tol`` (scikit-learn's ``early_stopping`` rule, but with a split
+    that is group-disjoint like the probe's folds, rather than a random one in which
+    near-duplicate rows of one utterance or speaker sit on both sides).
+
+    Parameters
+    ----------
+    pipeline : sklearn.pipeline.Pipeline
+        Preprocessing steps, then an ``MLPClassifier`` named ``classifier``.
+    split : (ndarray, ndarray)
+        Training and validation row indices of the rows passed to :meth:`fit`.
+    max_epochs, patience : int, default=200, 10
+    tol : float, default=1e-4
+    """
+
+    def __init__(self, pipeline, split, *, max_epochs=200, patience=10, tol=1e-4):
+        self.pipeline = pipeline
+        self.split = split
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.tol = tol
+
+    def fit(self, X, y):
+        train, validation = self.split
+        y = np.asarray(y)
+        preprocess = clone(Pipeline(self.pipeline.steps[:-1])) if len(self.pipeline) > 1 else None
+        mlp = clone(self.pipeline.steps[-1][1])
+        Z_train, Z_val = X[train], X[validation]
+        if preprocess is not None:
+            Z_train = preprocess.fit_transform(Z_train, y[train])
+            Z_val = preprocess.transform(Z_val)
+        self.classes_ = np.unique(y)
+        best, best_weights, waited = -np.inf, None, 0
+        for epoch in range(1, self.max_epochs + 1):
+            self.n_epochs_ = epoch
+            mlp.partial_fit(Z_train, y[train], classes=self.classes_)
+            score = accuracy_score(y[validation], mlp.predict(Z_val))
+            if score > best + self.tol:
+                best, waited = score, 0
+                best_weights = ([w.copy() for w in mlp.coefs_],
+                                [b.copy() for b in mlp.intercepts_])
+            else:
+                waited += 1
+                if waited > self.patience:
+                    break
+        mlp.coefs_, mlp.intercepts_ = best_weights
+        self.validation_score_ = best
+        steps = [] if preprocess is None else list(preprocess.steps)
+        self.pipeline_ = Pipeline([*steps, ("classifier", mlp)])
+        return self
+
+    def predict(self, X):
+        return self.pipeline_.predict(X)
 
 
 @dataclass(frozen=True)
@@ -240,7 +356,8 @@ def _plan(labels: np.ndarray, groups: np.ndarray | None, *, folds: int, seed, na
 
 def _inner_splits(y: np.ndarray, groups: np.ndarray | None, seed) -> list:
     """Inner (C search) splits of an outer training fold, group-disjoint when grouped."""
-    n_splits = max(2, min(_INNER_FOLDS, np.bincount(y)[np.unique(y)].min()))
+    present = np.unique(y, return_counts=True)[1]
+    n_splits = max(2, min(_INNER_FOLDS, present.min()))
     n_groups = 0 if groups is None else len(np.unique(groups))
     if n_groups >= 2:
         splitter = StratifiedGroupKFold(
@@ -249,6 +366,32 @@ def _inner_splits(y: np.ndarray, groups: np.ndarray | None, seed) -> list:
         return list(splitter.split(y, y, groups))
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(splitter.split(y, y))
+
+
+def _validation_split(y: np.ndarray, groups: np.ndarray | None, seed):
+    """(train, validation) rows for the MLP's early stopping, or None (use L-BFGS).
+
+    About 10% of the rows (more with many classes), stratified, group-disjoint when
+    grouped; None when that would hold fewer than 100 rows or more than 30%.
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    fraction = max(0.1, (len(classes) + 1) / len(y))
+    if fraction > 0.3 or fraction * len(y) < 100 or counts.min() < 2:
+        return None
+    n_splits = int(round(1.0 / fraction))
+    n_groups = 0 if groups is None else len(np.unique(groups))
+    if groups is not None:
+        if n_groups < n_splits:
+            return None
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        train, validation = next(splitter.split(y, y, groups))
+    else:
+        splitter = StratifiedKFold(n_splits=min(n_splits, counts.min()), shuffle=True,
+                                   random_state=seed)
+        train, validation = next(splitter.split(y, y))
+    if len(validation) < 100 or len(np.unique(y[train])) < 2:
+        return None
+    return train, validation
 
 
 def _fold_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
@@ -275,7 +418,7 @@ def _evaluate(
             probe,
             n_features=X.shape[1],
             y_train=y_train,
-            inner_cv=_inner_splits(y_train, groups, seed),
+            groups=groups,
             max_dims=max_dims,
             preprocess=preprocess,
             seed=seed,
@@ -450,6 +593,7 @@ def probe_table(
     probe: str = "logreg",
     folds: int = 5,
     group: str | None = None,
+    fallback_group: str | None = None,
     seed: int = 0,
     max_dims: int | None = 256,
     pca_on: str = "train",
@@ -473,7 +617,12 @@ def probe_table(
         Outer cross-validation folds.
     group : str or None, default=None
         Column of ``labels_df`` (e.g. ``"speaker"``) whose values must not be shared
-        between training and test folds; ignored for the label that is the group itself.
+        between training and test folds; not for the label that is the group itself.
+    fallback_group : str or None, default=None
+        Column whose values must not be shared between folds where ``group`` cannot be
+        used: for the label that is ``group`` itself, and for every label when ``group``
+        is None.  E.g. ``"utt_id"``: the words or frames of one utterance stay in one
+        fold.  None: those labels get ungrouped stratified folds.
     seed : int, default=0
         Seed of the splits, the PCA and the MLP.
     max_dims : int or None, default=256
@@ -514,12 +663,15 @@ def probe_table(
     folds = _check_options(probe, folds, max_dims, pca_on)
     if not labelings:
         return pd.DataFrame(columns=list(PROBE_COLUMNS))
-    groups = None
-    if group is not None:
-        groups = check_label_frame(labels_df, label_columns=[group], n_rows=n_rows)[group]
+    groups, fallback = (
+        None if column is None
+        else check_label_frame(labels_df, label_columns=[column], n_rows=n_rows)[column]
+        for column in (group, fallback_group)
+    )
     names = list(labelings)
     plans = [
-        _plan(labels, None if name == group else groups, folds=folds, seed=seed, name=name)
+        _plan(labels, fallback if group is None or name == group else groups, folds=folds,
+              seed=seed, name=name)
         for name, labels in labelings.items()
     ]
     # Each layer is passed as an argument, so joblib memory-maps it for the workers

@@ -16,7 +16,8 @@ CKA family
 Row-wise and neighbourhood
     :func:`cosine_matched`, :func:`mutual_knn`
 CCA family
-    :func:`cca_correlations`, :func:`mean_squared_cca`, :func:`svcca`, :func:`pwcca`
+    :func:`cca_correlations`, :func:`mean_squared_cca`, :func:`svcca`, :func:`pwcca`,
+    :func:`cca_directions` and :func:`projected_pwcca` (held-out PWCCA)
 Streaming (frame-level data that does not fit in memory)
     :class:`StreamingGram`, :class:`LinearCKAAccumulator`
 Uncertainty and tables
@@ -25,13 +26,17 @@ Uncertainty and tables
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -45,17 +50,20 @@ __all__ = [
     "METRICS",
     "SYMMETRIC_METRICS",
     "TABLE_COLUMNS",
+    "CCADirections",
     "LinearCKAAccumulator",
     "StreamingGram",
     "UndefinedSimilarityWarning",
     "bootstrap_ci",
     "cca_correlations",
+    "cca_directions",
     "cka_debiased",
     "cka_linear",
     "cka_rbf",
     "cosine_matched",
     "mean_squared_cca",
     "mutual_knn",
+    "projected_pwcca",
     "pwcca",
     "similarity_table",
     "svcca",
@@ -448,7 +456,9 @@ def cosine_matched(X: ArrayLike, Y: ArrayLike) -> float:
     """Mean cosine similarity of matched rows, ``mean_i cos(x_i, y_i)``.
 
     Only meaningful when both representations live in the same coordinates (same
-    width, e.g. the residual stream of one model); the rows are not centred.
+    width, e.g. the residual stream of one model); the rows are not centred.  Two
+    different models have unrelated coordinates even at equal widths, so
+    :func:`similarity_table` gives ``nan`` between them.
 
     Parameters
     ----------
@@ -640,10 +650,18 @@ def _canonical(
     return np.clip(rho, 0.0, 1.0), A, Bt.T
 
 
+def _morcos_weights(projections: np.ndarray) -> np.ndarray:
+    """PWCCA weights from ``projections[i, j] = <h_i, x_j>`` (unit-norm canonical variate
+    ``h_i``, centred neuron ``x_j``): ``α_i ∝ Σ_j |<h_i, x_j>|``, summing to 1 (Morcos,
+    Raghu and Bengio, 2018).  The one formula behind every PWCCA of the package."""
+    alpha = np.abs(projections).sum(axis=1)
+    return alpha / alpha.sum()
+
+
 def _projection_weights(
     A: FloatMatrix, s: np.ndarray, Vt: FloatMatrix, f: np.ndarray | None = None
 ) -> np.ndarray:
-    """Morcos et al.'s weights ``α_i ∝ Σ_j |<h_i, x_j>|``, normalised to sum to 1.
+    """:func:`_morcos_weights` of X's in-sample canonical variates, from its SVD.
 
     ``h_i`` is X's i-th canonical variate as a unit vector over samples,
     ``h_i = U a_i / ||a_i||`` with ``a_i`` the i-th column of ``A`` (times the
@@ -652,8 +670,7 @@ def _projection_weights(
     """
     coef = A if f is None else A * f[:, None]
     projections = (coef * s[:, None]).T @ Vt
-    alpha = np.abs(projections).sum(axis=1) / np.linalg.norm(coef, axis=0)
-    return alpha / alpha.sum()
+    return _morcos_weights(projections / np.linalg.norm(coef, axis=0)[:, None])
 
 
 def cca_correlations(X: ArrayLike, Y: ArrayLike, *, epsilon: float = 0.0) -> np.ndarray:
@@ -698,19 +715,22 @@ def cca_correlations(X: ArrayLike, Y: ArrayLike, *, epsilon: float = 0.0) -> np.
 
 
 def _cca(X: FloatMatrix, Y: FloatMatrix, epsilon: float, n_components: int | None = None):
-    """Canonical correlations plus X's side of the decomposition, for validated input."""
+    """Canonical correlations and both sides' decompositions ``(A, s, Vt, f)`` (the
+    canonical directions ``A`` in the principal basis ``U diag(s) Vt`` of the centred
+    input, and the shrinkage ``f``), for validated input; sides are None without
+    variance."""
     n = X.shape[0]
     Ux, sx, Vtx = _principal_basis(_centre(X))
-    Uy, sy, _ = _principal_basis(_centre(Y))
+    Uy, sy, Vty = _principal_basis(_centre(Y))
     if n_components is not None:
         Ux, sx, Vtx = Ux[:, :n_components], sx[:n_components], Vtx[:n_components]
-        Uy, sy = Uy[:, :n_components], sy[:n_components]
+        Uy, sy, Vty = Uy[:, :n_components], sy[:n_components], Vty[:n_components]
     # Edge case: an input without variance has an empty basis and no correlations.
     if sx.size == 0 or sy.size == 0:
-        return np.empty(0), None
+        return np.empty(0), None, None
     fx, fy = _shrinkage(sx, epsilon, n), _shrinkage(sy, epsilon, n)
-    rho, A, _ = _canonical(Ux, Uy, fx, fy)
-    return rho, (A, sx, Vtx, fx)
+    rho, A, B = _canonical(Ux, Uy, fx, fy)
+    return rho, (A, sx, Vtx, fx), (B, sy, Vty, fy)
 
 
 def _no_variance(metric: str, X: FloatMatrix, Y: FloatMatrix) -> float:
@@ -755,7 +775,7 @@ def mean_squared_cca(X: ArrayLike, Y: ArrayLike, *, epsilon: float = 0.0) -> flo
     """
     X, Y = _check_pair(X, Y)
     epsilon = _check_real(epsilon, "epsilon", low=0.0)
-    rho, _ = _cca(X, Y, epsilon)
+    rho = _cca(X, Y, epsilon)[0]
     if rho.size == 0:
         return _no_variance("mean_squared_cca", X, Y)
     return float(np.mean(rho**2))
@@ -777,8 +797,9 @@ def svcca(
     X : array-like of shape (n_samples, n_features_x)
     Y : array-like of shape (n_samples, n_features_y)
     n_components : int or None, default=20
-        Directions kept per input (the reference tutorials keep 20).
-        ``None`` selects by ``variance`` instead.
+        Directions kept per input (the reference tutorials keep 20; for wide layers
+        usually far fewer than the 99% of the variance of Raghu et al.).  ``None``
+        selects by ``variance`` instead, as the paper does.
     variance : float, default=0.99
         Fraction of variance to keep when ``n_components`` is None, in ``(0, 1]``.
 
@@ -870,12 +891,143 @@ def pwcca(
     if n_components is not None:
         n_components = _check_int(n_components, "n_components", low=1)
     epsilon = _check_real(epsilon, "epsilon", low=0.0)
-    rho, x_side = _cca(X, Y, epsilon, n_components)
+    rho, x_side, _ = _cca(X, Y, epsilon, n_components)
     if rho.size == 0:
         return _no_variance("pwcca", X, Y)
     # Weights on X's side, with X's own canonical variates (see Notes for why not the
     # narrower side as in google/svcca).
     return float(_projection_weights(*x_side) @ rho)
+
+
+@dataclass(frozen=True)
+class CCADirections:
+    """Canonical directions fitted on one sample, to project other rows (held-out CCA).
+
+    The i-th canonical variates of rows ``X`` and ``Y`` are ``(X - mean_x) @ x[:, i]``
+    and ``(Y - mean_y) @ y[:, i]``; ``correlations`` are those of the fitted sample
+    (shrunk by its ``epsilon``), in decreasing order.  Made by :func:`cca_directions`.
+    """
+
+    mean_x: np.ndarray
+    mean_y: np.ndarray
+    x: FloatMatrix
+    y: FloatMatrix
+    correlations: np.ndarray
+
+
+def _feature_directions(side) -> FloatMatrix:
+    """Canonical directions in feature space from a side ``(A, s, Vt, f)`` of :func:`_cca`:
+    ``Xc Vtᵀ diag(f / s) A = U diag(f) A``, the (regularised) canonical variates."""
+    A, s, Vt, f = side
+    scale = 1.0 / s if f is None else f / s
+    return Vt.T @ (A * scale[:, None])
+
+
+def cca_directions(X: ArrayLike, Y: ArrayLike, *, epsilon: float = 0.0) -> CCADirections:
+    """Fit (regularised) CCA on ``X``, ``Y`` and return the canonical directions.
+
+    The same decomposition as :func:`cca_correlations` and :func:`pwcca` (thin SVDs of
+    the centred inputs, then the SVD of ``UxᵀUy``), expressed in feature coordinates so
+    that held-out rows can be projected (Pasad et al.'s protocol, see
+    :mod:`layerwise.cca_targets`).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    epsilon : float, default=0.0
+        Covariance ridge, see :func:`cca_correlations`.
+
+    Returns
+    -------
+    CCADirections
+        With ``min(rank X, rank Y)`` directions per side (none without variance).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((100, 4))
+    >>> fit = cca_directions(X, X @ rng.standard_normal((4, 4)))
+    >>> np.round(fit.correlations, 6)
+    array([1., 1., 1., 1.])
+    >>> fit.x.shape
+    (4, 4)
+    """
+    X, Y = _check_pair(X, Y)
+    epsilon = _check_real(epsilon, "epsilon", low=0.0)
+    rho, x_side, y_side = _cca(X, Y, epsilon)
+    if rho.size == 0:
+        return CCADirections(_column_means(X), _column_means(Y), np.empty((X.shape[1], 0)),
+                             np.empty((Y.shape[1], 0)), rho)
+    return CCADirections(_column_means(X), _column_means(Y), _feature_directions(x_side),
+                         _feature_directions(y_side), rho)
+
+
+def projected_pwcca(
+    directions: CCADirections, X: ArrayLike, Y: ArrayLike, *, weights: str = "x"
+) -> float:
+    """PWCCA of rows projected on fitted canonical directions (held-out PWCCA).
+
+    Each pair of canonical variates of these rows is correlated (signed: a direction
+    whose relation flips on new rows scores below 0), and the correlations are weighted
+    by Morcos et al.'s projection weights ``α_i ∝ Σ_j |<h_i, x_j>|`` of these rows'
+    centred neurons on the unit-norm variates of the ``weights`` side.  On the fitted
+    rows with ``epsilon = 0`` this equals :func:`pwcca` (``weights="x"``).
+
+    Parameters
+    ----------
+    directions : CCADirections
+        From :func:`cca_directions`.
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    weights : {"x", "y"}, default="x"
+        Whose neurons weight the correlations.
+
+    Returns
+    -------
+    float
+        ``nan`` (with :class:`UndefinedSimilarityWarning`) when no pair of variates
+        varies on these rows.
+
+    References
+    ----------
+    Morcos, A. S., Raghu, M. and Bengio, S. (2018). Insights on Representational
+    Similarity in Neural Networks with Canonical Correlation. NeurIPS.
+
+    Pasad, A., Chou, J.-C. and Livescu, K. (2021). Layer-wise Analysis of a
+    Self-supervised Speech Representation Model. ASRU.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((100, 5))
+    >>> Y = X @ rng.standard_normal((5, 3)) + rng.standard_normal((100, 3))
+    >>> bool(np.isclose(projected_pwcca(cca_directions(X, Y), X, Y), pwcca(X, Y)))
+    True
+    """
+    if not isinstance(directions, CCADirections):
+        raise ValueError(f"directions must come from cca_directions, got {directions!r}")
+    X, Y = _check_pair(X, Y)
+    for name, M, D in (("X", X, directions.x), ("Y", Y, directions.y)):
+        if M.shape[1] != D.shape[0]:
+            raise ValueError(f"{name} has {M.shape[1]} features, the directions {D.shape[0]}")
+    if weights not in ("x", "y"):
+        raise ValueError(f"weights must be 'x' or 'y', got {weights!r}")
+    U = _centre((X - directions.mean_x) @ directions.x)
+    V = _centre((Y - directions.mean_y) @ directions.y)
+    norm_u, norm_v = np.linalg.norm(U, axis=0), np.linalg.norm(V, axis=0)
+    # Edge case: a variate can be constant on new rows (e.g. a one-hot class absent from
+    # them); it has no correlation and no direction, so it is left out.
+    tiny = 1e-10 * max(norm_u.max(initial=0.0), norm_v.max(initial=0.0))
+    keep = (norm_u > tiny) & (norm_v > tiny)
+    if not keep.any():
+        return _undefined("projected_pwcca is undefined: no canonical variate varies on these rows")
+    U, V, norm_u, norm_v = U[:, keep], V[:, keep], norm_u[keep], norm_v[keep]
+    rho = np.einsum("ij,ij->j", U, V) / (norm_u * norm_v)
+    H, neurons = (U / norm_u, X) if weights == "x" else (V / norm_v, Y)
+    return float(_morcos_weights(H.T @ _centre(neurons)) @ rho)
 
 
 # --------------------------------------------------------------------------------------
@@ -1068,53 +1220,241 @@ class LinearCKAAccumulator:
 # --------------------------------------------------------------------------------------
 # Bootstrap
 # --------------------------------------------------------------------------------------
+#
+# Why not the percentile bootstrap over rows. (1) Rows are not independent: the words,
+# phones and frames of one utterance are resampled together (cluster bootstrap).
+# (2) The biased estimators (linear and RBF CKA, SVCCA, PWCCA) are off by O(1/n), and a
+# resample is off by about as much again, so percentile intervals sit on the wrong side
+# of their own estimate; the basic interval reflects that shift back. For RBF CKA the
+# bias is many standard errors at realistic n (0.53 vs 0.36 at n = 100, sd 0.02), too
+# much for any correction of the biased estimator, so the CKA intervals come from the
+# unbiased HSIC. (3) Copies of a row are not independent samples: a U-statistic on a
+# resample must exclude pairs of copies as it excludes the diagonal. (4) Mutual k-NN
+# depends on n and its per-row overlaps are dependent: it is half-sampled instead.
+
+_BOUNDS = {
+    "cka_linear": (0.0, 1.0),
+    "cka_rbf": (0.0, 1.0),
+    "cka_debiased": (-1.0, 1.0),  # its estimate may be < 0; keep it inside its interval
+    "cosine": (-1.0, 1.0),
+    "mutual_knn": (0.0, 1.0),
+    "svcca": (0.0, 1.0),
+    "pwcca": (0.0, 1.0),
+}
+"""Range of each metric's population value; intervals are clipped to it."""
+
+_UNBIASED_REPLICATES = frozenset({"cka_linear", "cka_rbf", "cka_debiased"})
+"""Metrics whose replicates are U-statistics (percentile interval, no bias correction)."""
+
+_HALF_SAMPLED = frozenset({"svcca", "pwcca", "mutual_knn"})
+"""Metrics whose intervals come from half-samples without replacement, not the bootstrap."""
 
 
-def _bootstrap_draws(n: int, n_boot: int, seed: int) -> Iterator[NDArray[np.intp]]:
-    """Row indices of each bootstrap replicate; shared by bootstrap_ci and the table."""
+def _group_codes(groups: ArrayLike | None, n: int) -> NDArray[np.intp] | None:
+    """Cluster number ``0..G-1`` of each row; None when every row is its own cluster."""
+    if groups is None:
+        return None
+    labels = np.asarray(groups)
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"groups must hold one label per row ({n}), got shape {labels.shape}")
+    try:
+        _, codes = np.unique(labels, return_inverse=True)
+    except TypeError as error:  # e.g. a mix of str and float
+        raise ValueError(f"groups must be labels of one comparable type: {error}") from None
+    if codes.max(initial=0) < 1:
+        raise ValueError("groups must hold at least 2 distinct values, else nothing is resampled")
+    return codes.astype(np.intp)
+
+
+def _bootstrap_weights(n: int, codes, n_boot: int, seed: int) -> list[np.ndarray]:
+    """Row weights of each replicate: how often the row's cluster (or the row) was drawn.
+
+    A replicate is never materialised: every metric is evaluated on the original rows
+    with these weights, which is what a later streaming pass can accumulate per chunk.
+    """
     rng = np.random.default_rng(seed)
-    for _ in range(n_boot):
-        yield rng.integers(0, n, size=n)
+    if codes is None:
+        return [np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64)
+                for _ in range(n_boot)]
+    n_groups = int(codes.max()) + 1
+    return [np.bincount(rng.integers(0, n_groups, size=n_groups), minlength=n_groups)[codes]
+            .astype(np.float64) for _ in range(n_boot)]
 
 
-def _percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval over axis 0, ignoring nan replicates (all nan -> nan)."""
+class _HalfSamples:
+    """Half-samples drawn without replacement: half of the clusters (or rows), whole.
+
+    ``rows[h]`` are the rows of half-sample ``h``.  ``variance_factor = k / (G - k)``
+    scales the spread of half-sample values to the variance of the full-sample value
+    (delete-d jackknife with ``k = G // 2`` of ``G`` clusters kept; Shao and Wu, 1989).
+    A half-sample of ``m`` rows is an iid sample of size ``m`` (unconditionally), so an
+    O(1/n) bias ``c/n`` appears in the half-sample mean as ``c mean(1/m)``: the full
+    sample's bias is ``(mean_h θ_h - θ̂) · bias_scale`` with
+    ``bias_scale = (1/n) / (mean(1/m) - 1/n)``, 1 when ``m = n/2`` (Richardson
+    extrapolation, as in the half-sample jackknife).
+    """
+
+    def __init__(self, n: int, codes, n_half: int, seed: int) -> None:
+        rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the bootstrap
+        n_groups = n if codes is None else int(codes.max()) + 1
+        kept = n_groups // 2
+        self.rows = []
+        for _ in range(n_half):
+            chosen = np.zeros(n_groups, dtype=bool)
+            chosen[rng.choice(n_groups, size=kept, replace=False)] = True
+            self.rows.append(np.flatnonzero(chosen if codes is None else chosen[codes]))
+        self.variance_factor = kept / (n_groups - kept)
+        inverse = np.mean([1.0 / rows.size for rows in self.rows]) if self.rows else 2.0 / n
+        self.bias_scale = (1.0 / n) / (inverse - 1.0 / n)
+
+    def interval(self, value, halves, level: float, *, bias: bool, bounds=None):
+        """Normal interval ``θ̃ ± z sqrt(v)`` over axis 0 of the half-sample values, with
+        ``θ̃`` the value, less its estimated bias when ``bias``; nan halves are ignored."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan slices
+            mean = np.nanmean(halves, axis=0)
+            spread = np.nanmean((halves - mean) ** 2, axis=0)
+        centre = value - (mean - value) * self.bias_scale if bias else value
+        half_width = (NormalDist().inv_cdf((1.0 + level) / 2.0)
+                      * np.sqrt(self.variance_factor * spread))
+        low, high = centre - half_width, centre + half_width
+        if bounds is not None:
+            low, high = np.clip(low, *bounds), np.clip(high, *bounds)
+        return low, high
+
+
+def _quantiles(replicates, level: float):
+    """The ``(1 -+ level)/2`` quantiles over axis 0, ignoring nan (all nan -> nan)."""
     alpha = (1.0 - level) / 2.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-nan slices
-        low, high = np.nanquantile(values, [alpha, 1.0 - alpha], axis=0)
+        return np.nanquantile(replicates, [alpha, 1.0 - alpha], axis=0)
+
+
+def _basic_interval(centre, replicates, level: float, bounds=None):
+    """Basic bootstrap interval ``(2θ̂ - q_hi, 2θ̂ - q_lo)`` over axis 0 of ``replicates``.
+
+    Where the replicates sit above ``θ̂`` by a bias, the interval sits below it by as
+    much, which is what corrects the bias (Davison and Hinkley, 1997, eq. 5.6).
+    """
+    q_low, q_high = _quantiles(replicates, level)
+    low, high = 2.0 * centre - q_high, 2.0 * centre - q_low
+    if bounds is not None:
+        low, high = np.clip(low, *bounds), np.clip(high, *bounds)
     return low, high
 
 
+def _percentile_interval(replicates, level: float, bounds=None):
+    """Percentile interval ``(q_lo, q_hi)``: for statistics without bias (the U-statistic
+    CKA), it keeps the skew of a bounded statistic the right way round."""
+    low, high = _quantiles(replicates, level)
+    if bounds is not None:
+        low, high = np.clip(low, *bounds), np.clip(high, *bounds)
+    return low, high
+
+
+# Keyword options of each metric that the table's computation supports, as table options.
+_TABLE_OPTIONS = {
+    "cka_rbf": {"threshold": "rbf_threshold"},
+    "mutual_knn": {"k": "knn_k"},
+    "svcca": {"n_components": "svcca_components"},
+    "pwcca": {"n_components": "svcca_components"},
+}
+# Options the table fixes: another value cannot be bootstrapped as the table does.
+_FIXED_OPTIONS = {
+    "mutual_knn": {"clamp_quantile": 0.95},
+    "svcca": {"variance": 0.99},
+    "pwcca": {"epsilon": 0.0},
+}
+
+
+def _resolve_metric(metric) -> tuple[str, dict] | None:
+    """``(name, table options)`` when ``metric`` is a metric of :data:`METRICS` (by name,
+    function or ``functools.partial`` with keyword options), else None."""
+    if isinstance(metric, str):
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; known: {sorted(METRICS)}")
+        func, options = METRICS[metric], {}
+    elif isinstance(metric, functools.partial) and not metric.args:
+        func, options = metric.func, dict(metric.keywords)
+    else:
+        func, options = metric, {}
+    name = next((key for key, f in METRICS.items() if f is func), None)
+    if name is None:
+        return None
+    defaults = {p.name: p.default for p in inspect.signature(func).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    options = {**defaults, **options}
+    for option, value in options.items():
+        fixed = _FIXED_OPTIONS.get(name, {})
+        if option in fixed and value != fixed[option]:
+            raise ValueError(
+                f"bootstrap_ci of {name} supports {option}={fixed[option]} only, got {value!r}"
+            )
+    table = _TABLE_OPTIONS.get(name, {})
+    return name, {table[o]: v for o, v in options.items() if o in table}
+
+
 def bootstrap_ci(
-    metric: Callable[[np.ndarray, np.ndarray], float],
+    metric: str | Callable[[np.ndarray, np.ndarray], float],
     X: ArrayLike,
     Y: ArrayLike,
     *,
     n_boot: int,
     seed: int,
     level: float = 0.95,
+    groups: ArrayLike | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of ``metric(X, Y)`` over rows.
+    """Confidence interval of the population value of a similarity between X and Y.
 
-    Each replicate draws ``n_samples`` row indices with replacement from
-    ``numpy.random.default_rng(seed)`` and evaluates ``metric`` on the same rows of
-    ``X`` and ``Y``; the interval is the ``(1 - level)/2`` and ``(1 + level)/2``
-    quantiles of the replicates.  Replicates where the metric is undefined (``nan``)
-    are skipped, and their warnings silenced.
+    Resamples clusters of rows (``groups``, e.g. the utterance of each word or frame)
+    or, without groups, rows, with replacement; a replicate is the original rows
+    weighted by how often their cluster was drawn.  Per metric:
+
+    * ``cka_linear``, ``cka_debiased``, ``cka_rbf``: the replicates are CKA from the
+      unbiased HSIC with that kernel (for RBF, the median bandwidth of the replicate),
+      as a U-statistic that leaves out pairs of copies of a row just as it leaves out
+      the diagonal; percentile interval.  The biased HSIC is off by many standard errors
+      at realistic ``n`` (RBF), too much to correct; the unbiased one needs no
+      correction, and the percentile interval keeps the skew near 1 the right way
+      round.  Linear and debiased CKA estimate the same population value and get the
+      same interval (but for clipping at 0).
+    * ``cosine`` (a mean of per-row scores): basic interval ``(2θ̂ - q_hi, 2θ̂ - q_lo)``.
+    * ``svcca``, ``pwcca``: their O(p/n) bias is large and a resample underestimates it
+      (its canonical correlations are already inflated), so they are recomputed on
+      ``n_boot`` half-samples without replacement (half the clusters, whole): a
+      half-sample is a true sample of half the size, whose mean shows the bias at
+      ``n/2``; the interval is ``θ̂ - b ± z sqrt(v)`` with the bias ``b`` extrapolated
+      to ``n`` (``b = mean(θ_half) - θ̂`` for halves of ``n/2`` rows) and the delete-d
+      jackknife variance ``v`` of the half-sample values.
+    * ``mutual_knn``: its value depends on ``n`` and its per-row overlaps are dependent;
+      it is half-sampled likewise, without the bias term (the estimand is its mean at
+      ``n`` rows): ``θ̂ ± z sqrt(v)``.
+    * any other callable: basic interval of ``metric(X[draw], Y[draw])``; valid for
+      plug-in statistics (smooth functions of the empirical distribution), not for
+      U-statistics, on which copies of a row act as dependent samples.
+
+    Intervals of the package's metrics are clipped to the range of the population value,
+    ``[0, 1]`` (``[-1, 1]`` for cosine, and for debiased CKA, whose estimate may be
+    negative).
 
     Parameters
     ----------
-    metric : callable ``(X, Y) -> float``
-        E.g. an entry of :data:`METRICS`; bind options with ``functools.partial``.
+    metric : str or callable ``(X, Y) -> float``
+        A name in :data:`METRICS`, its function, or a ``functools.partial`` of it with
+        keyword options (e.g. ``partial(cka_rbf, threshold=0.7)``); or any callable.
     X : array-like of shape (n_samples, n_features_x)
     Y : array-like of shape (n_samples, n_features_y)
     n_boot : int
-        Number of replicates, ``>= 1``.
+        Number of replicates (or half-samples), ``>= 1``.  Percentile and basic
+        intervals end at tail quantiles: use a few hundred for a 95% interval.
     seed : int
-        Seed of the generator; equal seeds give equal intervals.
+        Seed of the draws; equal seeds give equal intervals.
     level : float, default=0.95
-        Coverage, in ``(0, 1)``.
+        Nominal coverage, in ``(0, 1)``.
+    groups : array-like of shape (n_samples,), optional
+        Cluster of each row; clusters are resampled whole, so that dependent rows (the
+        words or frames of one utterance) are not counted as independent samples.
 
     Returns
     -------
@@ -1123,39 +1463,76 @@ def bootstrap_ci(
 
     Notes
     -----
-    Duplicate rows are harmless for kernel metrics (CKA) and for CCA.  For
-    :func:`mutual_knn` they are not: copies of a row are each other's nearest
-    neighbours in both spaces, which inflates the score; :func:`similarity_table`
-    therefore resamples per-row neighbourhood overlaps instead.
+    The interval is for the population value, not for the estimate: a biased estimate
+    may lie outside it.  RBF CKA is biased upwards by several standard errors at a few
+    hundred rows, and linear CKA of unrelated layers is positive by bias alone, so their
+    intervals can lie below their values.  SVCCA and PWCCA of unrelated layers are biased
+    by far more
+    than the half-sample correction removes (the bias is not O(1/n) there): their
+    intervals then exclude 0.  Coverage was measured by simulation (docs/metrics.md).
+    Under independence the interval of the CKAs is conservative: the bootstrap of a
+    degenerate U-statistic overstates its spread (Arcones and Giné, 1992).
 
     References
     ----------
-    Efron, B. and Tibshirani, R. J. (1993). An Introduction to the Bootstrap.
-    Chapman & Hall, ch. 13.
+    Davison, A. C. and Hinkley, D. V. (1997). Bootstrap Methods and their Application.
+    Cambridge University Press, sections 3.8 (clustered data) and 5.2 (basic interval).
+
+    Field, C. A. and Welsh, A. H. (2007). Bootstrapping clustered data. Journal of the
+    Royal Statistical Society B 69(3), 369-390.
+
+    Arcones, M. A. and Giné, E. (1992). On the bootstrap of U and V statistics. Annals
+    of Statistics 20(2), 655-674.
+
+    Shao, J. and Wu, C. F. J. (1989). A general theory for jackknife variance
+    estimation. Annals of Statistics 17(3), 1176-1197.
+
+    Politis, D. N., Romano, J. P. and Wolf, M. (1999). Subsampling. Springer.
 
     Examples
     --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((200, 5))
-    >>> low, high = bootstrap_ci(cka_linear, X, X + rng.standard_normal((200, 5)),
-    ...                          n_boot=50, seed=0)
-    >>> bool(low < cka_linear(X, X + 0) and low < high)
+    >>> Y = X + rng.standard_normal((200, 5))
+    >>> low, high = bootstrap_ci("cka_debiased", X, Y, n_boot=50, seed=0)
+    >>> bool(low < cka_debiased(X, Y) < high)
+    True
+    >>> utterance = np.repeat(np.arange(40), 5)  # 5 words per utterance
+    >>> bootstrap_ci("cka_linear", X, Y, n_boot=50, seed=0, groups=utterance) != (low, high)
     True
     """
-    if not callable(metric):
-        raise ValueError(f"metric must be callable, got {metric!r}")
-    X, Y = _check_pair(X, Y, min_samples=1)
+    resolved = _resolve_metric(metric)
+    if resolved is None and not callable(metric):
+        raise ValueError(f"metric must be a metric name or callable, got {metric!r}")
+    min_rows = 4 if resolved is not None and resolved[0] == "cka_debiased" else 2
+    X, Y = _check_pair(X, Y, min_samples=min_rows)
     n_boot = _check_int(n_boot, "n_boot", low=1)
     seed = _check_int(seed, "seed", low=0)
     level = _check_real(level, "level", low=0.0, high=1.0, low_open=True, high_open=True)
+    codes = _group_codes(groups, X.shape[0])
+    if resolved is not None:
+        name, options = resolved
+        if name == "mutual_knn":
+            _check_int(options["knn_k"], "k", low=1, high=X.shape[0] - 1)
+        computation = _TableComputation(
+            [X], [Y], ["X"], ["Y"], [name], n_boot=n_boot, seed=seed, codes=codes,
+            **{"knn_k": 10, "rbf_threshold": 0.5, "svcca_components": 20, **options},
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedSimilarityWarning)
+            computation.run()
+        low, high = computation.interval(name, level)
+        return float(low[0, 0]), float(high[0, 0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedSimilarityWarning)
-        values = np.array(
-            [metric(X[rows], Y[rows]) for rows in _bootstrap_draws(X.shape[0], n_boot, seed)],
-            dtype=np.float64,
-        )
-    low, high = _percentile_interval(values, level)
+        value = metric(X, Y)
+        rows = np.arange(X.shape[0])
+        values = []
+        for weights in _bootstrap_weights(X.shape[0], codes, n_boot, seed):
+            draw = np.repeat(rows, weights.astype(np.intp))
+            values.append(metric(X[draw], Y[draw]))
+    low, high = _basic_interval(value, np.array(values, dtype=np.float64), level)
     return float(low), float(high)
 
 
@@ -1282,41 +1659,129 @@ class _Packing:
 
 
 class _Replicate:
-    """The rows one evaluation uses: all rows once, or a bootstrap draw.
+    """The rows one evaluation uses, as weights: all rows once, or a bootstrap replicate.
 
-    ``weights[i]`` is how often row ``i`` was drawn; ``rows`` (None = all) are the
-    distinct rows drawn and ``counts`` their weights.  A metric of ``X[draw]`` equals
-    the weighted metric over ``X[rows]``.  For packed kernels, ``pairs`` indexes the
-    support's entries in the full packing (None = all), ``multiplicity`` is how often
-    each occurs in the resampled n x n matrix, and ``count_sqrt`` is
-    ``sqrt(counts_r counts_c)``.
+    ``weights[i]`` is how often row ``i`` (its cluster) was drawn; ``rows`` (None = all)
+    are the rows with weight > 0, ``counts`` their weights and ``total`` their sum.  A
+    plug-in metric of the resample equals the weighted metric over ``X[rows]``.  For
+    packed kernels over the rows: ``pairs`` indexes their entries in the full packing
+    (None = all), ``sqrt_mult`` is sqrt(2) off the diagonal (so that packed inner
+    products count both triangles), ``median_weights`` how often each entry counts in
+    the bandwidth's median (``2 c_i c_j`` for a pair of distinct rows; pairs of copies
+    of a row are left out, and the diagonal counts one zero per resampled row, as in
+    the point estimate), and ``u_weights`` the U-statistic weights of :func:`_u_hsic`.
     """
 
-    def __init__(self, n: int, draw: np.ndarray | None, packing: _Packing | None) -> None:
-        self.n = n
-        if draw is None:
-            self.weights = np.ones(n)
-            self.rows = None
-            self.counts = self.weights
+    def __init__(self, n: int, weights: np.ndarray | None, packing: _Packing | None) -> None:
+        if weights is None:
+            self.weights, self.rows, self.counts = np.ones(n), None, np.ones(n)
         else:
-            self.weights = np.bincount(draw, minlength=n).astype(np.float64)
-            self.rows = np.flatnonzero(self.weights)
-            self.counts = self.weights[self.rows]
-        self.pairs = self.count_sqrt = self.multiplicity = None
+            self.weights = weights
+            self.rows = np.flatnonzero(weights)
+            self.counts = weights[self.rows]
+        self.total = float(self.counts.sum())
+        self.pairs = self.sqrt_mult = self.median_weights = self.u_weights = None
+        self.median_total = 0
         if packing is None:
             return
         if self.rows is None:
-            self.multiplicity = np.where(packing.offdiag, 2.0, 1.0)
-            return
-        r, c = np.tril_indices(self.rows.size)
-        self.pairs = (self.rows * (self.rows + 1) // 2)[r] + self.rows[c]
-        products = self.counts[r] * self.counts[c]
-        self.count_sqrt = np.sqrt(products)
-        products[r != c] *= 2.0
-        self.multiplicity = products
+            r, c, offdiag = packing.rows, packing.cols, packing.offdiag
+            self.sqrt_mult = packing.sqrt_mult
+        else:
+            r, c = np.tril_indices(self.rows.size)
+            self.pairs = (self.rows * (self.rows + 1) // 2)[r] + self.rows[c]
+            offdiag = r != c
+            self.sqrt_mult = np.where(offdiag, math.sqrt(2.0), 1.0)
+        cr, cc = self.counts[r], self.counts[c]
+        products = cr * cc
+        self.median_weights = np.where(offdiag, 2.0 * products, cr)
+        sum_sq = float(self.counts @ self.counts)
+        self.median_total = int(round(self.total + self.total**2 - sum_sq))
+        self.u_weights = products * ((self.total**2 - sum_sq) - self.total * (cr + cc)
+                                     + 2.0 * products)
+        self.u_weights[~offdiag] = 0.0
 
     def take(self, A: np.ndarray) -> np.ndarray:
         return A if self.rows is None else A[self.rows]
+
+    def release(self) -> None:
+        """Drop the per-pair arrays (memory) once the replicate has been evaluated."""
+        self.pairs = self.sqrt_mult = self.median_weights = self.u_weights = None
+
+
+class _KernelTerms:
+    """One layer set's kernels on a replicate's rows, as :func:`_u_hsic` needs them.
+
+    ``S`` (L, pairs): packed kernels times ``sqrt_mult``; ``a1``, ``a2`` (L, rows):
+    ``K̃ c`` and ``K̃ c²`` with ``K̃`` the kernel with zeroed diagonal and ``c`` the row
+    weights; ``total`` (L,): ``cᵀ K̃ c``; ``diag`` (L, rows): the kernel's diagonal.
+    """
+
+    def __init__(self, S, a1, a2, diag, counts) -> None:
+        self.S, self.a1, self.a2, self.diag = S, a1, a2, diag
+        self.total = a1 @ counts
+
+
+def _packed_products(SA, SB, weights, same: bool):
+    """``Σ_k SA[:, k] weights[k] SB[:, k]`` for all rows of SA and SB, and the self-terms,
+    in column blocks so that the weighted copy stays small."""
+    cross = np.zeros((SA.shape[0], SB.shape[0]))
+    self_a, self_b = np.zeros(SA.shape[0]), np.zeros(SB.shape[0])
+    block = max(1, _BLOCK_ELEMENTS // max(SA.shape[0], SB.shape[0]))
+    for start in range(0, SA.shape[1], block):
+        part = slice(start, start + block)
+        weighted = SA[:, part] * weights[part]
+        cross += weighted @ SB[:, part].T
+        if not same:
+            self_a += np.einsum("ij,ij->i", weighted, SA[:, part])
+            self_b += np.einsum("ij,ij->i", SB[:, part] * weights[part], SB[:, part])
+    if same:
+        self_a = self_b = np.diag(cross).copy()
+    return cross, self_a, self_b
+
+
+def _u_hsic(A: _KernelTerms, B: _KernelTerms, rep: _Replicate, same: bool):
+    """Weighted unbiased HSIC (times a common positive factor) for all pairs of layers.
+
+    With weights ``c`` (``W = Σc``, ``P = Σc²``) and zero-diagonal kernels ``K̃, L̃``,
+    the U-statistic of Song et al. (2012) over distinct *rows*, each 4-tuple weighted
+    by the product of its rows' weights, is (times ``Σ_distinct c_i c_j c_q c_r``)
+
+        Σ_ij s_ij K̃_ij L̃_ij + (cᵀa)(cᵀb) - 2 Σ_i (W c_i + c_i²) a_i b_i
+            + 2 Σ_i c_i (a2_i b_i + a_i b2_i),
+        s_ij = c_i c_j (W² - P - W (c_i + c_j) + 2 c_i c_j),
+
+    with ``a = K̃c``, ``a2 = K̃c²`` (likewise ``b``, ``b2``).  With integer weights this is
+    the U-statistic of the resample with pairs of copies left out like the diagonal; it
+    is invariant to the centring of the features; with all weights 1 it is Song et al.'s
+    Eq. 5 times ``n(n - 1)(n - 2)(n - 3)``.  Checked against the sum over 4-tuples in the
+    tests.  For linear kernels every term is a weighted cross-product of the features
+    (``Xᵀ diag(c) Y``, ``Xᵀ diag(c²) Y``), i.e. accumulable per chunk of rows.
+
+    Returns ``(cross, self_a, self_b)``; a self-term at or below its rounding floor is 0.
+    """
+    c = rep.counts
+    W = rep.total
+    cross, m_a, m_b = _packed_products(A.S, B.S, rep.u_weights, same)
+    linear = W * c + c * c
+    cross += np.outer(A.total, B.total)
+    cross -= 2.0 * ((A.a1 * linear) @ B.a1.T)
+    cross += 2.0 * ((A.a2 * c) @ B.a1.T + (A.a1 * c) @ B.a2.T)
+
+    def self_term(T: _KernelTerms, mpart):
+        square = (T.a1 * T.a1) @ linear
+        mixed = (T.a1 * T.a2) @ c
+        value = mpart + T.total**2 - 2.0 * square + 4.0 * mixed
+        # Edge case: the self-term is a non-negative combination of squared norms, 0 for
+        # degenerate input (identical or mutually orthogonal rows) up to rounding noise.
+        floor = 1e-10 * (np.abs(mpart) + T.total**2 + 2.0 * square + 4.0 * np.abs(mixed))
+        return np.where(value <= floor, 0.0, value)
+
+    self_a = self_term(A, m_a)
+    self_b = self_a if same else self_term(B, m_b)
+    if same:
+        np.fill_diagonal(cross, self_a)
+    return cross, self_a, self_b
 
 
 _THREADPOOLS: ThreadpoolController | None = None
@@ -1350,6 +1815,12 @@ def _for_each_layer(func: Callable[[int], None], n_layers: int, bar=None) -> Non
     runs in parallel; one single-threaded GEMM per core is as fast as threaded GEMMs.
     """
     workers = min(_n_cpus(), n_layers)
+    if workers <= 1:  # one layer (e.g. bootstrap_ci): a thread pool would only add overhead
+        for i in range(n_layers):
+            func(i)
+            if bar is not None:
+                bar.update(1)
+        return
     with _single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
         for _ in pool.map(func, range(n_layers)):
             if bar is not None:
@@ -1384,58 +1855,60 @@ class _Side:
                 if self.sq_dist is not None:
                     np.take(_gram_to_sq_distances(G), packing.flat, out=self.sq_dist[a])
             if "knn" in families:
-                Z = _clamped_unit_rows(X, 0.95)
-                self.knn[a] = None if Z is None else _knn_indices(Z, knn_k)
+                self.knn[a] = _knn_of(X, knn_k)
             if "cosine" in families:
                 self.row_norms[a] = np.linalg.norm(X, axis=1)
 
         _for_each_layer(prepare, L, bar)
 
-    def linear_stack(self, rep: _Replicate):
-        """Packed weighted Grams ``S``, weighted row means ``M``, re-centred diagonals ``D``."""
+    def linear_terms(self, rep: _Replicate) -> _KernelTerms:
+        """Linear kernels of the centred layers on the replicate's rows."""
         L = len(self.centred)
         S = self.gram if rep.pairs is None else np.empty((L, rep.pairs.size))
-        M = np.empty((L, rep.counts.size))
-        D = np.empty_like(M)
+        a1, a2 = np.empty((L, rep.counts.size)), np.empty((L, rep.counts.size))
+        diag = self.row_sq if rep.rows is None else self.row_sq[:, rep.rows]
+        c, c2 = rep.counts, rep.counts**2
 
         def build(a: int) -> None:
             if rep.pairs is not None:
                 np.take(self.gram[a], rep.pairs, out=S[a])
-                S[a] *= rep.count_sqrt
-            Xc = self.centred[a]
-            M[a] = rep.take(Xc @ (Xc.T @ rep.weights)) / rep.n  # (K c)_i / n
-            mu = rep.counts @ M[a] / rep.n
-            D[a] = rep.take(self.row_sq[a]) - 2.0 * M[a] + mu
+            Xc = rep.take(self.centred[a])
+            a1[a] = Xc @ (Xc.T @ c) - diag[a] * c
+            a2[a] = Xc @ (Xc.T @ c2) - diag[a] * c2
 
         _for_each_layer(build, L)
-        return S, M, D
+        return _KernelTerms(S, a1, a2, diag, c)
 
-    def rbf_stack(self, rep: _Replicate, threshold: float):
-        """Packed weighted RBF kernels ``S``, weighted row means ``M``, and which layers
-        have median distance 0.  The point estimate (all rows) overwrites the stored
-        distances, so it must come last."""
+    def rbf_terms(self, rep: _Replicate, threshold: float) -> tuple[_KernelTerms, np.ndarray]:
+        """RBF kernels on the replicate's rows, with the bandwidth from the median over
+        its pairs of distinct rows and one zero per resampled row, and which layers have
+        median 0.  The point estimate (all rows) overwrites the stored distances, so it
+        must come last."""
         L = len(self.centred)
         S = self.sq_dist if rep.pairs is None else np.empty((L, rep.pairs.size))
-        M = np.zeros((L, rep.counts.size))
+        a1, a2 = np.zeros((L, rep.counts.size)), np.zeros((L, rep.counts.size))
+        diag = np.ones((L, rep.counts.size))
         undefined = np.zeros(L, dtype=bool)
-        root_multiplicity = np.sqrt(rep.multiplicity)
+        c, c2 = rep.counts, rep.counts**2
 
         def build(a: int) -> None:
             row = S[a]
             if rep.pairs is not None:
                 np.take(self.sq_dist[a], rep.pairs, out=row)
-            median = _weighted_median(row, rep.multiplicity, rep.n * rep.n)
+            median = _weighted_median(row, rep.median_weights, rep.median_total)
             if median <= 0.0:  # same edge case as cka_rbf
                 row[:] = 0.0
+                diag[a] = 0.0
                 undefined[a] = True
                 return
             row *= -1.0 / (2.0 * threshold**2 * median)
             np.exp(row, out=row)
-            M[a] = blas.dspmv(rep.counts.size, 1.0 / rep.n, row, rep.counts)
-            row *= root_multiplicity
+            a1[a] = blas.dspmv(c.size, 1.0, row, c) - c  # the diagonal exp(0) = 1 left out
+            a2[a] = blas.dspmv(c.size, 1.0, row, c2) - c2
+            row *= rep.sqrt_mult
 
         _for_each_layer(build, L)
-        return S, M, undefined
+        return _KernelTerms(S, a1, a2, diag, c), undefined
 
     def subspaces(self, rep: _Replicate, n_components: int | None):
         """Leading singular triplets of each layer's resampled centred rows (None: no variance)."""
@@ -1444,12 +1917,18 @@ class _Side:
 
         def build(a: int) -> None:
             Xu = rep.take(self.centred[a])
-            B = Xu - (rep.counts @ Xu) / rep.n
+            B = Xu - (rep.counts @ Xu) / rep.total
             B *= root_counts
             out[a] = _top_singular(B, n_components)
 
         _for_each_layer(build, len(out))
         return out
+
+
+def _knn_of(X: FloatMatrix, k: int):
+    """kNN index sets of :func:`mutual_knn` (clamp 0.95), or None if the clamp zeroes X."""
+    Z = _clamped_unit_rows(X, 0.95)
+    return None if Z is None else _knn_indices(Z, k)
 
 
 def _top_singular(B: FloatMatrix, n_components: int | None):
@@ -1487,40 +1966,42 @@ def _cka_ratio(cross: np.ndarray, self_a: np.ndarray, self_b: np.ndarray) -> np.
     return out
 
 
-def _weighted_hsic(SA, MA, SB, MB, counts, n, same):
-    """``n²·HSIC`` between every layer of A and of B on weighted rows, and self-terms.
+def _biased_hsic(SA, MA, SB, MB, n, same):
+    """``n²·HSIC`` (biased) between every layer of A and of B, and the self-terms.
 
-    With weights ``c`` (Σc = n) the resampled centred kernel is
-    ``K̃ = K - m1ᵀ - 1mᵀ + μ`` with ``m = Kc/n``, ``μ = cᵀm/n``, and
-    ``Σ_ij c_i c_j K̃_ij L̃_ij = Σ_ij c_i c_j K_ij L_ij - 2n Σ_i c_i m_i l_i + n² μ ν``.
-    The first sum is ``SA SBᵀ`` for the packed kernels scaled by
-    ``sqrt(multiplicity)``.
+    The centred kernel is ``K - m1ᵀ - 1mᵀ + μ`` with ``m = K1/n`` and ``μ = 1ᵀm/n``, and
+    ``Σ_ij K̃_ij L̃_ij = Σ_ij K_ij L_ij - 2n Σ_i m_i l_i + n² μ ν``; the first sum is
+    ``SA SBᵀ`` for the packed kernels scaled by sqrt(2) off the diagonal.
     """
     cross = SA @ SA.T if same else SA @ SB.T
-    cross -= 2.0 * n * ((MA * counts) @ MB.T)
-    mu_a = MA @ counts / n
-    mu_b = mu_a if same else MB @ counts / n
+    cross -= 2.0 * n * (MA @ MB.T)
+    mu_a = MA.sum(axis=1) / n
+    mu_b = mu_a if same else MB.sum(axis=1) / n
     cross += n * n * np.outer(mu_a, mu_b)
     if same:
         diagonal = np.diag(cross).copy()
         return cross, diagonal, diagonal
 
     def self_terms(S, M, mu):
-        return _row_sq_norms(S) - 2.0 * n * ((M * M) @ counts) + n * n * mu**2
+        return _row_sq_norms(S) - 2.0 * n * _row_sq_norms(M) + n * n * mu**2
 
     return cross, self_terms(SA, MA, mu_a), self_terms(SB, MB, mu_b)
 
 
 class _TableComputation:
-    """Values of every requested metric for every replicate and layer pair.
+    """Values and interval statistics of every requested metric for every layer pair.
 
-    ``values[metric]`` has shape ``(1 + n_boot, L_a, L_b)``; index 0 is the point
-    estimate.  ``problems[metric]`` collects why point estimates are nan.
+    ``values[metric]`` (L_a, L_b) are the point estimates; ``centres[metric]`` the
+    statistic whose replicates are drawn (for the CKAs, CKA from the unbiased HSIC; else
+    the value); ``replicates[metric]`` (n_boot, L_a, L_b) its bootstrap replicates, or
+    for the metrics of :data:`_HALF_SAMPLED` its half-sample values.
+    ``problems[metric]`` collects why point estimates are nan.
     """
 
-    def __init__(self, mats_a, mats_b, labels_a, labels_b, metrics, *, n_boot, seed, knn_k,
-                 rbf_threshold, svcca_components, bar) -> None:
+    def __init__(self, mats_a, mats_b, labels_a, labels_b, metrics, *, n_boot, seed, codes,
+                 knn_k, rbf_threshold, svcca_components, cross_model=False, bar=None) -> None:
         self.same = mats_b is None
+        self.cross_model = cross_model
         self.labels_a, self.labels_b = labels_a, labels_b
         self.metrics = metrics
         self.families = {_FAMILY[m] for m in metrics}
@@ -1528,40 +2009,65 @@ class _TableComputation:
         self.knn_k = knn_k
         self.rbf_threshold = rbf_threshold
         self.svcca_components = svcca_components
-        self.bar = bar
-        packing = _Packing(self.n) if self.families & {"linear", "rbf"} else None
-        self.side_a = _Side(mats_a, self.families, packing, knn_k, bar)
-        self.side_b = self.side_a if self.same else _Side(mats_b, self.families, packing, knn_k, bar)
-        draws = [None, *_bootstrap_draws(self.n, n_boot, seed)]
-        self.replicates = [_Replicate(self.n, d, packing) for d in draws]
-        shape = (len(draws), len(labels_a), len(labels_b))
+        self.bar = bar if bar is not None else tqdm(disable=True)
+        self.packing = _Packing(self.n) if self.families & {"linear", "rbf"} else None
+        self.side_a = _Side(mats_a, self.families, self.packing, knn_k, self.bar)
+        self.side_b = (self.side_a if self.same
+                       else _Side(mats_b, self.families, self.packing, knn_k, self.bar))
+        bootstrapped = set(metrics) - _HALF_SAMPLED
+        self.weights = _bootstrap_weights(self.n, codes, n_boot if bootstrapped else 0, seed)
+        self.halves = _HalfSamples(self.n, codes, n_boot if set(metrics) & _HALF_SAMPLED else 0,
+                                   seed)
+        shape = (len(labels_a), len(labels_b))
         self.values = {m: np.full(shape, np.nan) for m in metrics}
+        self.centres = {m: np.full(shape, np.nan) for m in metrics}
+        self.replicates = {m: np.full((n_boot, *shape), np.nan) for m in metrics}
         self.problems: dict[str, set[str]] = {m: set() for m in metrics}
 
-    def run(self) -> dict[str, np.ndarray]:
-        # Bootstrap replicates first: the point estimate (replicate 0) can then turn the
-        # stored squared distances into its RBF kernels in place, without a copy.
-        order = [*range(1, len(self.replicates)), 0]
-        for r in order:
-            rep = self.replicates[r]
+    def run(self) -> None:
+        # Bootstrap replicates first: the point estimate can then turn the stored squared
+        # distances into its RBF kernels in place, without a copy.
+        for r in [*range(len(self.weights)), None]:
+            rep = _Replicate(self.n, None if r is None else self.weights[r], self.packing)
             if "linear" in self.families:
                 self._linear(r, rep)
             if "rbf" in self.families:
                 self._rbf(r, rep)
-            if "subspace" in self.families:
+            if "subspace" in self.families and r is None:
                 self._subspace(r, rep)
-            rep.pairs = rep.count_sqrt = rep.multiplicity = None  # free memory early
+            rep.release()
             self.bar.update(1)
         if self.families & {"knn", "cosine"}:
             with _single_threaded_blas():
                 self._per_row()
             self.bar.update(1)
+        for h, rows in enumerate(self.halves.rows):
+            if "subspace" in self.families:
+                weights = np.zeros(self.n)
+                weights[rows] = 1.0
+                self._subspace(h, _Replicate(self.n, weights, None))
+            if "mutual_knn" in self.metrics:
+                self._knn_half(h, rows)
+            self.bar.update(1)
         if self.same:
             upper = np.triu_indices(len(self.labels_a), 1)
             for metric in SYMMETRIC_METRICS & set(self.metrics):
-                for V in self.values[metric]:
+                for V in (self.values[metric], self.centres[metric], *self.replicates[metric]):
                     V.T[upper] = V[upper]  # one computation per unordered pair, both orders
-        return self.values
+
+    def interval(self, metric: str, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)`` of shape (L_a, L_b); nan without replicates (see bootstrap_ci)."""
+        if not len(self.replicates[metric]):
+            nan = np.full(self.values[metric].shape, np.nan)
+            return nan, nan.copy()
+        if metric in _HALF_SAMPLED:
+            # mutual k-NN estimates its mean at n rows: no bias to remove
+            return self.halves.interval(self.values[metric], self.replicates[metric], level,
+                                        bias=metric != "mutual_knn", bounds=_BOUNDS[metric])
+        if metric in _UNBIASED_REPLICATES:
+            return _percentile_interval(self.replicates[metric], level, _BOUNDS[metric])
+        return _basic_interval(self.centres[metric], self.replicates[metric], level,
+                               _BOUNDS[metric])
 
     def _pairs(self):
         """Layer pairs to compute: unordered (a <= b) for one set of layers, all for two."""
@@ -1569,67 +2075,79 @@ class _TableComputation:
             for b in range(a if self.same else 0, len(self.labels_b)):
                 yield a, b
 
-    def _note(self, r: int, metric: str, bad_a, bad_b, reason: str) -> None:
+    def _store(self, r, metric: str, V: np.ndarray, centre: np.ndarray | None = None) -> None:
+        """Write a replicate (``r``) or the point estimate (``r`` None) of ``metric``."""
+        if metric not in self.values:
+            return
+        if r is not None:
+            self.replicates[metric][r] = V
+            return
+        self.values[metric] = V
+        self.centres[metric] = V if centre is None else centre
+
+    def _note(self, r, metric: str, bad_a, bad_b, reason: str) -> None:
         """Record, for the point estimate, which layers make ``metric`` undefined."""
         bad = [self.labels_a[i] for i in np.flatnonzero(bad_a)]
         if not self.same:
             bad += [self.labels_b[i] for i in np.flatnonzero(bad_b)]
-        if r == 0 and bad:
+        if r is None and bad and metric in self.problems:
             self.problems[metric].add(f"{reason} ({', '.join(bad)})")
 
-    def _linear(self, r: int, rep: _Replicate) -> None:
-        SA, MA, DA = self.side_a.linear_stack(rep)
-        SB, MB, DB = (SA, MA, DA) if self.same else self.side_b.linear_stack(rep)
-        n, c = self.n, rep.counts
-        cross, self_a, self_b = _weighted_hsic(SA, MA, SB, MB, c, n, self.same)
-        if "cka_linear" in self.values:
-            self.values["cka_linear"][r] = _cka_ratio(cross, self_a, self_b)
-            self._note(r, "cka_linear", self_a <= 0, self_b <= 0, "all rows are identical")
-        if "cka_debiased" in self.values:
-            trace_a, trace_b = DA @ c, DB @ c
-            hsic = _unbiased_hsic(cross, (DA * c) @ DB.T, trace_a[:, None], trace_b[None, :], n)
-            diag_a = (DA * DA) @ c
-            hsic_a = _unbiased_hsic(self_a, diag_a, trace_a, trace_a, n)
-            hsic_a[hsic_a <= _unbiased_hsic_floor(self_a, diag_a, trace_a, trace_a, n)] = 0.0
-            if self.same:
-                hsic_b = hsic_a
-            else:
-                diag_b = (DB * DB) @ c
-                hsic_b = _unbiased_hsic(self_b, diag_b, trace_b, trace_b, n)
-                hsic_b[hsic_b <= _unbiased_hsic_floor(self_b, diag_b, trace_b, trace_b, n)] = 0.0
-            self.values["cka_debiased"][r] = _cka_ratio(hsic, hsic_a, hsic_b)
-            self._note(r, "cka_debiased", hsic_a <= 0, hsic_b <= 0, "unbiased self-HSIC <= 0")
+    def _cka(self, r, rep: _Replicate, A: _KernelTerms, B: _KernelTerms, biased: str,
+             unbiased: str | None, reason: str) -> None:
+        """CKA from the unbiased HSIC (the interval statistic; the value of ``unbiased``)
+        and, for the point estimate, from the biased HSIC (the value of ``biased``)."""
+        cross, self_a, self_b = _u_hsic(A, B, rep, self.same)
+        u = _cka_ratio(cross, self_a, self_b)
+        if r is not None:
+            self._store(r, biased, u)
+            if unbiased:
+                self._store(r, unbiased, u)
+            return
+        if unbiased:
+            self._store(r, unbiased, u)
+            self._note(r, unbiased, self_a <= 0, self_b <= 0, "unbiased self-HSIC <= 0")
+        if biased in self.values:
+            # Point estimate from the biased HSIC: Kornblith et al.'s value, same kernels.
+            M_a = (A.a1 + A.diag) / self.n
+            M_b = M_a if self.same else (B.a1 + B.diag) / self.n
+            cross, self_a, self_b = _biased_hsic(A.S, M_a, B.S, M_b, self.n, self.same)
+            self._store(r, biased, _cka_ratio(cross, self_a, self_b), centre=u)
+            self._note(r, biased, self_a <= 0, self_b <= 0, reason)
 
-    def _rbf(self, r: int, rep: _Replicate) -> None:
+    def _linear(self, r, rep: _Replicate) -> None:
+        A = self.side_a.linear_terms(rep)
+        B = A if self.same else self.side_b.linear_terms(rep)
+        unbiased = "cka_debiased" if "cka_debiased" in self.values else None
+        self._cka(r, rep, A, B, "cka_linear", unbiased, "all rows are identical")
+
+    def _rbf(self, r, rep: _Replicate) -> None:
         t = self.rbf_threshold
-        SA, MA, bad_a = self.side_a.rbf_stack(rep, t)
-        if self.same:
-            SB, MB, bad_b = SA, MA, bad_a
-        else:
-            SB, MB, bad_b = self.side_b.rbf_stack(rep, t)
-        cross, self_a, self_b = _weighted_hsic(SA, MA, SB, MB, rep.counts, self.n, self.same)
-        self.values["cka_rbf"][r] = _cka_ratio(cross, self_a, self_b)
-        self._note(r, "cka_rbf", bad_a, bad_b, "median squared distance 0, RBF bandwidth 0")
+        A, bad_a = self.side_a.rbf_terms(rep, t)
+        B, bad_b = (A, bad_a) if self.same else self.side_b.rbf_terms(rep, t)
+        self._cka(r, rep, A, B, "cka_rbf", None, "median squared distance 0, RBF bandwidth 0")
 
-    def _subspace(self, r: int, rep: _Replicate) -> None:
+    def _subspace(self, r, rep: _Replicate) -> None:
         k = self.svcca_components
         bases_a = self.side_a.subspaces(rep, k)
         bases_b = bases_a if self.same else self.side_b.subspaces(rep, k)
+        shape = (len(self.labels_a), len(self.labels_b))
+        out = {m: np.full(shape, np.nan) for m in ("svcca", "pwcca") if m in self.values}
         with _single_threaded_blas():
-            self._subspace_pairs(r, bases_a, bases_b)
-        bad_a = [x is None for x in bases_a]
-        bad_b = [x is None for x in bases_b]
-        for metric in {"svcca", "pwcca"} & set(self.values):
-            self._note(r, metric, bad_a, bad_b, "all rows are identical")
+            self._subspace_pairs(out, bases_a, bases_b)
+        for metric, V in out.items():
+            self._store(r, metric, V)
+            self._note(r, metric, [x is None for x in bases_a], [x is None for x in bases_b],
+                       "all rows are identical")
 
-    def _subspace_pairs(self, r: int, bases_a, bases_b) -> None:
+    def _subspace_pairs(self, out, bases_a, bases_b) -> None:
         k = self.svcca_components
         for a, b in self._pairs():
             if bases_a[a] is None or bases_b[b] is None:
                 continue
             (Ua, sa, Vta), (Ub, sb, Vtb) = bases_a[a], bases_b[b]
             rho, A, B = _canonical(Ua, Ub)
-            if "svcca" in self.values:
+            if "svcca" in out:
                 # With svcca_components=None SVCCA keeps 99% of the variance (svcca's
                 # default) while PWCCA uses every direction (pwcca's default).
                 ka, kb = _n_kept(sa, k, 0.99), _n_kept(sb, k, 0.99)
@@ -1637,38 +2155,62 @@ class _TableComputation:
                     rho_sv = _canonical(Ua[:, :ka], Ub[:, :kb])[0]
                 else:
                     rho_sv = rho
-                self.values["svcca"][r, a, b] = rho_sv.mean()
-            if "pwcca" in self.values:
-                self.values["pwcca"][r, a, b] = _projection_weights(A, sa, Vta) @ rho
+                out["svcca"][a, b] = rho_sv.mean()
+            if "pwcca" in out:
+                out["pwcca"][a, b] = _projection_weights(A, sa, Vta) @ rho
                 if self.same and a != b:  # asymmetric: the reverse order weights by b
-                    self.values["pwcca"][r, b, a] = _projection_weights(B, sb, Vtb) @ rho
+                    out["pwcca"][b, a] = _projection_weights(B, sb, Vtb) @ rho
 
     def _per_row(self) -> None:
-        """Cosine and mutual k-NN: weighted means of per-row scores for every replicate.
-
-        For mutual k-NN the neighbourhoods stay those of the original rows and the
-        bootstrap resamples each row's overlap: recomputing neighbours on a resample
-        would make duplicated rows each other's neighbours and inflate the score.
-        """
-        W = np.vstack([rep.weights for rep in self.replicates]) / self.n
+        """Cosine and mutual k-NN point estimates; cosine's replicates are weighted means
+        of its per-row scores."""
+        W = np.vstack(self.weights) if self.weights else np.empty((0, self.n))
+        W /= np.maximum(W.sum(axis=1, keepdims=True), 1.0)
         A, B = self.side_a, self.side_b
+        if "cosine" in self.values and self.cross_model:
+            # Edge case: two models' coordinates are unrelated (each has its own basis), so
+            # the angle between their vectors means nothing.
+            self.problems["cosine"].add("the two models have unrelated coordinates (bases)")
         for a, b in self._pairs():
-            if "cosine" in self.values:
+            if "cosine" in self.values and not self.cross_model:
                 Xa, Xb = A.mats[a], B.mats[b]
                 if Xa.shape[1] == Xb.shape[1]:
                     scores = _matched_cosines(Xa, Xb, A.row_norms[a], B.row_norms[b])
-                    self.values["cosine"][:, a, b] = W @ scores
+                    self.values["cosine"][a, b] = self.centres["cosine"][a, b] = scores.mean()
+                    self.replicates["cosine"][:, a, b] = W @ scores
                 else:  # same edge case as cosine_matched
                     self.problems["cosine"].add(
                         f"widths differ ({self.labels_a[a]}: {Xa.shape[1]}, "
                         f"{self.labels_b[b]}: {Xb.shape[1]})"
                     )
             if "mutual_knn" in self.values and A.knn[a] is not None and B.knn[b] is not None:
-                overlap = _knn_overlap(A.knn[a], B.knn[b])
-                self.values["mutual_knn"][:, a, b] = W @ overlap / self.knn_k
+                overlap = _knn_overlap(A.knn[a], B.knn[b]).mean() / self.knn_k
+                self.values["mutual_knn"][a, b] = self.centres["mutual_knn"][a, b] = overlap
         if "mutual_knn" in self.values:
-            self._note(0, "mutual_knn", [x is None for x in A.knn], [x is None for x in B.knn],
+            self._note(None, "mutual_knn", [x is None for x in A.knn],
+                       [x is None for x in B.knn],
                        "clamping at the 0.95 quantile of |x| zeroes the layer")
+
+    def _knn_half(self, h: int, rows: np.ndarray) -> None:
+        """Mutual k-NN on half-sample ``h``, with the neighbourhoods of its rows."""
+        k = self.knn_k
+        if rows.size <= k:  # too few rows for k neighbours: no value, no interval
+            return
+        knn_a = self._half_knn(self.side_a, rows)
+        knn_b = knn_a if self.same else self._half_knn(self.side_b, rows)
+        for a, b in self._pairs():
+            if knn_a[a] is not None and knn_b[b] is not None:
+                self.replicates["mutual_knn"][h, a, b] = _knn_overlap(knn_a[a], knn_b[b]).mean() / k
+
+    def _half_knn(self, side: _Side, rows: np.ndarray) -> list:
+        """kNN index sets of every layer of ``side`` on the given rows."""
+        found = [None] * len(side.mats)
+
+        def build(a: int) -> None:
+            found[a] = _knn_of(side.mats[a][rows], self.knn_k)
+
+        _for_each_layer(build, len(found))
+        return found
 
 
 def _check_layers(layers: object, name: str) -> tuple[list[str], list[FloatMatrix]]:
@@ -1697,6 +2239,7 @@ def similarity_table(
     knn_k: int = 10,
     rbf_threshold: float = 0.5,
     svcca_components: int | None = 20,
+    groups: ArrayLike | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Every requested metric for every pair of layers, as a long table.
@@ -1713,13 +2256,15 @@ def similarity_table(
     metrics : list of str
         Names from :data:`METRICS`.
     model_a, model_b, span, pooling : str
-        Copied into the identifying columns.
+        Copied into the identifying columns.  When ``layers_b`` is given and
+        ``model_b != model_a``, ``cosine`` is nan: the two models' coordinates are
+        unrelated.
     n_boot : int, default=0
-        Bootstrap replicates for the 95% percentile intervals; 0 leaves ``ci_low`` and
-        ``ci_high`` nan.  All pairs and metrics share the same draws, those of
-        :func:`bootstrap_ci` with the same ``seed`` - so each interval equals
-        ``bootstrap_ci(metric, X, Y, n_boot=n_boot, seed=seed)`` (mutual k-NN excepted,
-        see Notes).
+        Bootstrap replicates for the 95% intervals of the population values (see
+        :func:`bootstrap_ci`); 0 leaves ``ci_low`` and ``ci_high`` nan.  All pairs and
+        metrics share the same draws, so each interval equals
+        ``bootstrap_ci(metric, X, Y, n_boot=n_boot, seed=seed, groups=groups)`` with the
+        metric's options.
     seed : int, default=0
     knn_k : int, default=10
         ``k`` of :func:`mutual_knn` (clamp quantile 0.95).
@@ -1729,6 +2274,8 @@ def similarity_table(
         ``n_components`` of :func:`svcca` and, to keep PWCCA at O(k³) per pair, also of
         :func:`pwcca`.  None: SVCCA keeps 99% of the variance and PWCCA every direction.
         PWCCA weights by ``layer_a``'s neurons (``pwcca(X_a, X_b)``).
+    groups : array-like of shape (n_samples,), optional
+        Cluster of each row (e.g. its utterance), resampled whole by the bootstrap.
     progress : bool, default=True
         Show a tqdm progress bar on stderr.
 
@@ -1755,11 +2302,7 @@ def similarity_table(
     for the linear kernel and one for squared distances, a float64 copy and a centred
     copy of the layer), plus working memory: 13 layers x 2,700 rows x 768 peaked at
     2.0 GB, inputs included.  For many more rows, use :class:`StreamingGram` (linear
-    CKA) or subsample rows.
-
-    For ``mutual_knn`` the interval resamples the per-row neighbourhood overlaps with
-    the neighbourhoods of the original rows: on a resample duplicated rows would be
-    each other's nearest neighbours in both spaces and inflate the score.
+    CKA) or subsample rows.  Each replicate adds about one packed triangle per layer.
 
     Examples
     --------
@@ -1804,29 +2347,30 @@ def similarity_table(
     rbf_threshold = _check_real(rbf_threshold, "rbf_threshold", low=0.0, low_open=True)
     if svcca_components is not None:
         svcca_components = _check_int(svcca_components, "svcca_components", low=1)
+    codes = _group_codes(groups, n)
 
+    cross_model = layers_b is not None and model_a != model_b
     labels_a = [f"{model_a}:{name}" for name in names_a]
     labels_b = [f"{model_b}:{name}" for name in names_b]
     per_row = {"cosine", "mutual_knn"} & set(metrics)
-    steps = len(mats_a) + len(mats_b or []) + 1 + n_boot + bool(per_row)
+    halves = n_boot if _HALF_SAMPLED & set(metrics) else 0
+    boots = n_boot if set(metrics) - _HALF_SAMPLED else 0
+    steps = len(mats_a) + len(mats_b or []) + 1 + boots + bool(per_row) + halves
     with tqdm(total=steps, desc=f"similarity {model_a} vs {model_b}", file=sys.stderr,
               disable=not progress, leave=False) as bar:
         computation = _TableComputation(
             mats_a, mats_b, labels_a, labels_b, list(metrics), n_boot=n_boot, seed=seed,
-            knn_k=knn_k, rbf_threshold=rbf_threshold, svcca_components=svcca_components,
-            bar=bar,
+            codes=codes, knn_k=knn_k, rbf_threshold=rbf_threshold,
+            svcca_components=svcca_components, cross_model=cross_model, bar=bar,
         )
-        values = computation.run()
+        computation.run()
 
     La, Lb = len(names_a), len(names_b)
     frames = []
     for metric in metrics:
-        V = values[metric]
-        if n_boot:
-            low, high = _percentile_interval(V[1:], 0.95)
-        else:
-            low = high = np.full((La, Lb), np.nan)
-        undefined = int(np.isnan(V[0]).sum())
+        V = computation.values[metric]
+        low, high = computation.interval(metric)
+        undefined = int(np.isnan(V).sum())
         if undefined:
             reasons = "; ".join(sorted(computation.problems[metric])) or "see its docstring"
             warnings.warn(
@@ -1845,7 +2389,7 @@ def similarity_table(
                     "span": span,
                     "pooling": pooling,
                     "metric": metric,
-                    "value": V[0].ravel(),
+                    "value": V.ravel(),
                     "ci_low": low.ravel(),
                     "ci_high": high.ravel(),
                     "n_rows": np.full(La * Lb, n, dtype=np.int64),

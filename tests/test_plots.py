@@ -27,7 +27,8 @@ PROBE_COLUMNS = ["model", "layer", "span", "pooling", "label", "probe", "metric"
 CONVEXITY_COLUMNS = ["model", "layer", "span", "pooling", "label", "class", "value", "sem",
                      "n_pairs"]
 CLUSTER_COLUMNS = ["model", "layer", "span", "pooling", "label", "metric", "value", "k"]
-CCA_COLUMNS = ["model", "layer", "span", "target", "metric", "value", "ci_low", "ci_high"]
+CCA_COLUMNS = ["model", "layer", "span", "target", "metric", "value", "trial_min", "trial_max",
+               "n_trials"]
 EMBED_COLUMNS = ["model", "layer", "span", "pooling", "method", "row", "x", "y",
                  "explained_variance"]
 METRICS = ["cka_linear", "cka_rbf", "cka_debiased", "cosine", "mutual_knn", "svcca", "pwcca"]
@@ -113,7 +114,7 @@ def synthetic_cca(models=(BIG, SMALL), targets=("word", "phone", "mel")):
         for i, layer in enumerate(LAYERS[model]):
             for k, target in enumerate(targets):
                 v = 0.2 + 0.6 * _depth_curve(i, len(LAYERS[model]), 0.8 - 0.3 * k)
-                rows.append((model, layer, SPAN, target, "mean_corr", v, v - 0.03, v + 0.03))
+                rows.append((model, layer, SPAN, target, "mean_corr", v, v - 0.03, v + 0.03, 3))
     return pd.DataFrame(rows, columns=CCA_COLUMNS)
 
 

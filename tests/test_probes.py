@@ -82,17 +82,80 @@ def test_group_folds_are_disjoint():
     assert any(set(speakers[tr]) & set(speakers[te]) for tr, te in ungrouped)
 
 
-def test_group_equal_to_label_uses_plain_stratified_folds():
+def test_group_label_itself_is_grouped_by_the_fallback_group():
+    """A speaker probe cannot have speaker-disjoint folds; its folds keep each utterance
+    (here 2 rows: e.g. two words of one utterance) on one side instead."""
     rng = np.random.default_rng(4)
     speakers = np.repeat([f"spk{i}" for i in range(6)], 20)
+    utterances = np.repeat([f"utt{i}" for i in range(60)], 2)
     X = rng.standard_normal((len(speakers), 8))
-    labels_df = pd.DataFrame({"speaker": speakers, "word": rng.choice(["a", "b"], len(speakers))})
-    table = probe_table(
-        {"layer.0": X}, labels_df, label_columns=["speaker", "word"], group="speaker",
-        model="m", span="word", pooling="mean", progress=False,
-    )  # fmt: skip
-    # speaker-disjoint folds could never test a speaker probe; it must still get 5 folds
+    labels_df = pd.DataFrame({"speaker": speakers, "utt_id": utterances,
+                              "word": rng.choice(["a", "b"], len(speakers))})
+    kwargs = {"label_columns": ["speaker", "word"], "group": "speaker", "model": "m",
+              "span": "word", "pooling": "mean", "progress": False}
+    table = probe_table({"layer.0": X}, labels_df, fallback_group="utt_id", **kwargs)
     assert (table["folds"] == 5).all()
+    for train, test in probe_splits(speakers, folds=5, groups=utterances):
+        assert not set(utterances[train]) & set(utterances[test])
+    # without a fallback the speaker label gets plain stratified folds (as before)
+    assert (probe_table({"layer.0": X}, labels_df, **kwargs)["folds"] == 5).all()
+
+
+def test_near_duplicates_across_folds_inflate_a_speaker_probe():
+    """Like one word per file at 3 speaking rates: rows of one utterance are near-copies.
+    Ungrouped folds put copies on both sides and the probe recognises the utterance."""
+    rng = np.random.default_rng(12)
+    n_speakers, n_utts, rates = 6, 12, 3
+    speaker_mean = 0.3 * rng.standard_normal((n_speakers, 10))
+    utt_mean = rng.standard_normal((n_speakers * n_utts, 10))
+    speakers = np.repeat(np.arange(n_speakers), n_utts * rates).astype(str)
+    utterances = np.repeat(np.arange(n_speakers * n_utts), rates).astype(str)
+    X = (np.repeat(speaker_mean, n_utts * rates, axis=0) + np.repeat(utt_mean, rates, axis=0)
+         + 0.05 * rng.standard_normal((len(speakers), 10)))
+    labels_df = pd.DataFrame({"speaker": speakers, "utt_id": utterances})
+    kwargs = {"label_columns": ["speaker"], "group": "speaker", "model": "m", "span": "word",
+              "pooling": "mean", "progress": False}
+    grouped = probe_table({"l": X}, labels_df, fallback_group="utt_id", **kwargs)
+    ungrouped = probe_table({"l": X}, labels_df, **kwargs)
+    accuracy = {name: t.set_index("metric").loc["accuracy", "value"]
+                for name, t in (("grouped", grouped), ("ungrouped", ungrouped))}
+    assert accuracy["ungrouped"] > accuracy["grouped"] + 0.2
+
+
+def test_inner_folds_refit_the_preprocessing_and_are_group_disjoint(monkeypatch):
+    rng = np.random.default_rng(13)
+    y = np.repeat(["a", "b"], 60)
+    groups = np.repeat(np.arange(30), 4)
+    probe = probes.make_probe(n_features=40, y_train=y, groups=groups, max_dims=10)
+    assert [name for name, _ in probe.pipeline.steps] == ["scale", "pca", "classifier"]
+    for train, validation in probe.cv:
+        assert not set(groups[train]) & set(groups[validation])
+    fitted_on = []
+    fit = probes.StandardScaler.fit
+    monkeypatch.setattr(probes.StandardScaler, "fit",
+                        lambda self, X, y=None: fitted_on.append(len(X)) or fit(self, X, y))
+    X = rng.standard_normal((120, 40)) + (y == "a")[:, None]
+    probe.fit(X, y)
+    # one scaler per inner training fold (never its validation rows), then all rows
+    assert fitted_on == [len(train) for train, _ in probe.cv] + [120]
+    assert probe.C_ in probes.C_GRID and (probe.predict(X) == y).mean() > 0.8
+
+
+def test_mlp_early_stopping_split_is_group_disjoint_and_excluded_from_preprocessing():
+    rng = np.random.default_rng(14)
+    y = np.tile(["a", "b", "c"], 400)
+    groups = np.repeat(np.arange(120), 10)
+    X = rng.standard_normal((1200, 12)) + 2.0 * (y == "a")[:, None]
+    probe = probes.make_probe("mlp", n_features=12, y_train=y, groups=groups, max_dims=8)
+    assert isinstance(probe, probes.EarlyStoppedMLP)
+    train, validation = probe.split
+    assert not set(groups[train]) & set(groups[validation])
+    assert 100 <= len(validation) <= 0.15 * len(y)
+    probe.fit(X, y)
+    assert probe.pipeline_.named_steps["scale"].n_samples_seen_ == len(train)
+    assert probe.validation_score_ > 0.5 and (probe.predict(X) == y).mean() > 0.5
+    small = probes.make_probe("mlp", n_features=12, y_train=y[:90], groups=groups[:90])
+    assert small.named_steps["classifier"].solver == "lbfgs"  # too few rows to validate
 
 
 def test_rare_classes_are_dropped_without_crashing():
@@ -130,7 +193,7 @@ def test_wide_layers_are_reduced_by_pca():
         result = scores(probe_scores(X, labels, max_dims=10, pca_on=pca_on))
         assert result.loc["accuracy", "value"] > 0.95
     probe = probes.make_probe(n_features=40, y_train=labels[:100], max_dims=10)
-    assert probe.named_steps["pca"].n_components == 10
+    assert probe.pipeline.named_steps["pca"].n_components == 10
 
 
 def test_probe_table_columns_and_rows():

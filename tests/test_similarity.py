@@ -384,15 +384,14 @@ def test_streaming_rejects_inconsistent_chunks():
 # --------------------------------------------------------------------------------------
 
 
-def test_bootstrap_ci_is_the_percentile_interval_of_seeded_resamples(xy):
+def test_bootstrap_ci_is_seeded_and_nested_by_level(xy):
+    """Coverage and the procedures themselves are tested in test_bootstrap.py."""
     X, Y = xy
-    rng = np.random.default_rng(3)
-    values = [cka_linear(X[rows], Y[rows]) for rows in (rng.integers(0, 120, 120) for _ in range(30))]
-    expected = tuple(np.quantile(values, [0.05, 0.95]))
-    assert bootstrap_ci(cka_linear, X, Y, n_boot=30, seed=3, level=0.9) == pytest.approx(expected)
     low, high = bootstrap_ci(cka_linear, X, Y, n_boot=30, seed=3)
-    assert low < cka_linear(X, Y) < high
+    assert bootstrap_ci("cka_linear", X, Y, n_boot=30, seed=3) == (low, high)
     assert bootstrap_ci(cka_linear, X, Y, n_boot=30, seed=4) != (low, high)
+    low90, high90 = bootstrap_ci(cka_linear, X, Y, n_boot=30, seed=3, level=0.9)
+    assert low <= low90 <= high90 <= high
 
 
 def test_bootstrap_ci_skips_undefined_replicates(xy):
@@ -541,22 +540,21 @@ def test_table_values_equal_the_metric_functions(layers):
 def test_table_intervals_equal_bootstrap_ci_with_the_same_seed(layers):
     t = table(layers, n_boot=4, seed=7)
     assert ((t.ci_low <= t.ci_high) | t.ci_low.isna()).all()
-    for row in t[t.metric != "mutual_knn"].itertuples():
+    for row in t.itertuples():
         X, Y = layers[row.layer_a], layers[row.layer_b]
         expected = bootstrap_ci(reference_metric(row.metric), X, Y, n_boot=4, seed=7)
         assert (row.ci_low, row.ci_high) == pytest.approx(expected, abs=1e-9, nan_ok=True), row
 
 
-def test_table_mutual_knn_interval_resamples_per_row_overlaps(layers):
-    """Neighbourhoods stay those of all rows; the bootstrap resamples each row's overlap."""
-    t = table(layers, n_boot=6, seed=1)
-    row = t[(t.metric == "mutual_knn") & (t.layer_a == "proj") & (t.layer_b == "layer.1")].iloc[0]
-    Z = [sim._clamped_unit_rows(layers[name], 0.95) for name in ("proj", "layer.1")]
-    overlap = sim._knn_overlap(*(sim._knn_indices(z, 4) for z in Z)) / 4
-    rng = np.random.default_rng(1)
-    boots = [overlap[rng.integers(0, 60, 60)].mean() for _ in range(6)]
-    assert (row.ci_low, row.ci_high) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])))
-    assert row.value == pytest.approx(overlap.mean())
+def test_table_intervals_resample_groups(layers):
+    group = np.repeat(np.arange(20), 3)
+    t = table(layers, n_boot=4, seed=7, groups=group)
+    for row in t[t.layer_a != t.layer_b].itertuples():
+        X, Y = layers[row.layer_a], layers[row.layer_b]
+        expected = bootstrap_ci(reference_metric(row.metric), X, Y, n_boot=4, seed=7,
+                                groups=group)
+        assert (row.ci_low, row.ci_high) == pytest.approx(expected, abs=1e-9, nan_ok=True), row
+    assert not np.allclose(t.ci_low, table(layers, n_boot=4, seed=7).ci_low, equal_nan=True)
 
 
 def test_table_of_two_models(layers):
@@ -566,11 +564,24 @@ def test_table_of_two_models(layers):
     t = table(layers_a, layers_b, n_boot=2, seed=0)
     assert len(t) == len(METRIC_NAMES) * 2 * 3
     assert set(t.layer_a) == set(names[:2]) and set(t.layer_b) == set(names[2:])
-    for row in t.itertuples():
+    # two models' coordinates are unrelated: their matched cosine is undefined
+    assert t[t.metric == "cosine"].value.isna().all()
+    for row in t[t.metric != "cosine"].itertuples():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedSimilarityWarning)
             expected = reference_metric(row.metric)(layers_a[row.layer_a], layers_b[row.layer_b])
         assert row.value == pytest.approx(expected, abs=1e-9, nan_ok=True), row
+
+
+def test_table_cosine_between_models_is_nan_with_the_reason(layers):
+    kwargs = {"metrics": ["cosine"], "span": "s", "pooling": "p", "progress": False}
+    with pytest.warns(UndefinedSimilarityWarning, match="unrelated coordinates"):
+        t = similarity_table({"a": layers["proj"]}, {"b": layers["proj"]}, model_a="m1",
+                             model_b="m2", **kwargs)
+    assert t.value.isna().all()
+    t = similarity_table({"a": layers["proj"]}, {"b": layers["proj"]}, model_a="m1",
+                         model_b="m1", **kwargs)
+    assert t.value.iloc[0] == pytest.approx(1.0)
 
 
 def test_table_without_svcca_components_uses_variance_and_full_pwcca(layers):

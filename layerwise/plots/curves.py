@@ -4,8 +4,9 @@
 of curves (also used by :mod:`layerwise.plots.summary`); :func:`layer_curves` draws one panel
 per (analysis, label or target) with a line per model, so that models compare directly.
 
-Bands: probes and CCA show their 95% interval (``ci_low``/``ci_high``, or ``value +- std``
-for probes without an interval); convexity shows ``value +- 1.96 sem``.
+Bands: probes show their fold-based 95% interval (``ci_low``/``ci_high``, or ``value +- std``
+without one); CCA the range over its train/dev/test trials (``trial_min``/``trial_max``: a
+spread over splits, not a confidence interval); convexity ``value +- 1.96 sem``.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def curve_table(tables: dict, *, span: str | None = None, pooling: str | None = 
         if len(d):
             key = _with_variant(d, d["target"].astype(str), "metric", "metric")
             parts.append(_curves(d, "cca", key.to_numpy(), d["metric"].astype(str).to_numpy(),
-                                 _col(d, "value"), _col(d, "ci_low"), _col(d, "ci_high")))
+                                 _col(d, "value"), _col(d, "trial_min"), _col(d, "trial_max")))
     if (t := tables.get("clustering")) is not None and len(t):
         d = style.filter_rows(t, metric=cluster_metric, **sel)
         if len(d):
@@ -172,8 +173,8 @@ def layer_curves(tables: dict, out: str | Path, *, corpus: str, span: str, pooli
 
     Panels (each only when its table has rows for ``span``/``pooling``): probe accuracy per
     label (chance level dashed, 95% interval shaded), convexity of the pooled class
-    ``__all__`` per label, CCA with word / phone / mel, and NMI per label. Only transformer
-    layers (``layer.i``) are drawn, at x = i.
+    ``__all__`` per label, CCA with word / phone / mel (range over trials shaded), and NMI
+    per label. Only transformer layers (``layer.i``) are drawn, at x = i.
 
     Parameters
     ----------
@@ -253,8 +254,8 @@ def layer_curves(tables: dict, out: str | Path, *, corpus: str, span: str, pooli
     if has_chance:
         handles.append(Line2D([], [], color="0.25", linestyle="--", label="chance level"))
     if has_band:
-        handles.append(Patch(color="0.5", alpha=0.3, label="band: 95% CI (convexity: ±1.96 "
-                             "SEM; probes without CI: ±1 std)"))
+        handles.append(Patch(color="0.5", alpha=0.3, label="band: probes 95% CI (without CI: "
+                             "±1 std); CCA min-max over trials; convexity ±1.96 SEM"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4),
                frameon=False)
     fig.suptitle(style.title("Representation across layers", corpus=corpus,

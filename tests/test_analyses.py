@@ -1,0 +1,68 @@
+"""analyses.run passes the pool index's utterances on: the bootstrap resamples utterances and
+the probes keep an utterance's rows in one fold."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layerwise import analyses
+from layerwise.similarity import UndefinedSimilarityWarning, bootstrap_ci
+
+
+@pytest.fixture
+def word_span():
+    """40 utterances of 3 words each, two layers, speaker labels."""
+    rng = np.random.default_rng(0)
+    n = 120
+    index = pd.DataFrame({"utt_id": np.repeat([f"u{i}" for i in range(40)], 3),
+                          "start_s": np.tile([0.0, 0.5, 1.0], 40).astype(str),
+                          "end_s": np.tile([0.5, 1.0, 1.5], 40).astype(str),
+                          "speaker": np.repeat([f"s{i}" for i in range(8)], 15)})
+    base = rng.standard_normal((n, 4))
+    layers = {"layer.0": base, "layer.1": base + rng.standard_normal((n, 4))}
+    return index, layers
+
+
+def test_similarity_resamples_utterances(word_span):
+    index, layers = word_span
+    params = {"metrics": ["cka_linear"], "n_boot": 20, "progress": False}
+    table = analyses.run("similarity", index, layers, model="m", span="word", pooling="mean",
+                         labels=[], params=params, seed=3)
+    row = table[(table.layer_a == "layer.0") & (table.layer_b == "layer.1")].iloc[0]
+    expected = bootstrap_ci("cka_linear", layers["layer.0"], layers["layer.1"], n_boot=20,
+                            seed=3, groups=index["utt_id"])
+    assert (row.ci_low, row.ci_high) == pytest.approx(expected)
+
+
+def test_cross_model_similarity_resamples_utterances_and_has_no_cosine(word_span):
+    index, layers = word_span
+    params = {"metrics": ["cka_linear", "cosine"], "n_boot": 20, "progress": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedSimilarityWarning)
+        table = analyses.cross_similarity(index, layers, index, layers, model_a="a",
+                                          model_b="b", span="word", pooling="mean",
+                                          params=params, seed=3)
+    assert table[table.metric == "cosine"].value.isna().all()
+    row = table[(table.metric == "cka_linear") & (table.layer_a == "layer.0")
+                & (table.layer_b == "layer.1")].iloc[0]
+    expected = bootstrap_ci("cka_linear", layers["layer.0"], layers["layer.1"], n_boot=20,
+                            seed=3, groups=index["utt_id"])
+    assert (row.ci_low, row.ci_high) == pytest.approx(expected)
+
+
+def test_speaker_probe_folds_keep_utterances_whole(word_span, monkeypatch):
+    index, layers = word_span
+    seen = {}
+
+    def probe_table(layers, labels_df, **kwargs):
+        seen.update(kwargs)
+        return pd.DataFrame()
+
+    monkeypatch.setattr("layerwise.probes.probe_table", probe_table)
+    analyses.run("probes", index, layers, model="m", span="word", pooling="mean",
+                 labels=["speaker"], params={"group": "speaker", "fallback_group": "utt_id"})
+    assert seen["group"] == "speaker" and seen["fallback_group"] == "utt_id"
