@@ -195,7 +195,7 @@ def _store(tmp_path) -> store.FeatureStore:
 
 
 SPEECH_COMMANDS = pd.DataFrame({"utt_id": ["a", "b"], "word": ["yes", "no"],
-                                "speaker": ["s1", "s2"]})
+                                "speaker": ["s1", "s2"], "duration_s": ["1.0", "0.5"]})
 
 
 @pytest.mark.parametrize("span", ["frame", "utterance"])
