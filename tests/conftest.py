@@ -27,3 +27,17 @@ def tiny_model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "tiny-wav2vec2"
     models.prepare("random:tiny-wav2vec2", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def schema_params():
+    """``{analysis: params}`` as the workflow passes them: config.yaml filled by the schema."""
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    validate(config, str(repo / "schemas" / "config.schema.yaml"))
+    return config["analysis"]
