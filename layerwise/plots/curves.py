@@ -5,7 +5,8 @@ of curves (also used by :mod:`layerwise.plots.summary`); :func:`layer_curves` dr
 per (analysis, label or target) with a line per model, so that models compare directly.
 
 Bands: probes and CCA show their 95% interval (``ci_low``/``ci_high``, or ``value +- std``
-for probes without an interval); convexity shows ``value +- 1.96 sem``.
+for probes without an interval); convexity shows ``value +- 1.96 sem``. Panels of tables with
+an ``n_rows`` column (convexity, clustering) say how many rows are behind the values.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ __all__ = ["CURVE_COLUMNS", "FAMILIES", "curve_table", "fixed_ylim", "layer_curv
            "panel_title"]
 
 #: Columns of :func:`curve_table`.
-CURVE_COLUMNS = ["family", "key", "metric", "model", "layer", "value", "low", "high", "chance"]
+CURVE_COLUMNS = ["family", "key", "metric", "model", "layer", "value", "low", "high", "chance",
+                 "n_rows"]
 
 #: Per analysis family: panel title prefix, y-axis label and fixed y range (None: auto).
 FAMILIES = {
@@ -52,7 +54,8 @@ def _curves(d: pd.DataFrame, family: str, key, metric, value, low=None, high=Non
         "layer": d["layer"].astype(str).to_numpy(), "value": np.asarray(value, dtype=float),
         "low": nan if low is None else np.asarray(low, dtype=float),
         "high": nan if high is None else np.asarray(high, dtype=float),
-        "chance": nan if chance is None else np.asarray(chance, dtype=float)})
+        "chance": nan if chance is None else np.asarray(chance, dtype=float),
+        "n_rows": _col(d, "n_rows")})
 
 
 def _with_variant(d: pd.DataFrame, base: pd.Series, variant: str, name: str) -> pd.Series:
@@ -117,7 +120,7 @@ def curve_table(tables: dict, *, span: str | None = None, pooling: str | None = 
         if len(d):
             key = _with_variant(d, d["label"].astype(str), "k", "k")
             parts.append(_curves(d, "clustering", key.to_numpy(), cluster_metric,
-                                 _col(d, "value")))
+                                 _col(d, "value"), chance=_col(d, "chance")))
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame(columns=CURVE_COLUMNS)
@@ -127,7 +130,8 @@ def curve_table(tables: dict, *, span: str | None = None, pooling: str | None = 
     # duplicates (e.g. several k for one label when unnamed) are averaged
     return (out.groupby(["family", "key", "metric", "model", "layer"], sort=False,
                         as_index=False)
-            .agg({"value": "mean", "low": "mean", "high": "mean", "chance": "mean"})
+            .agg({"value": "mean", "low": "mean", "high": "mean", "chance": "mean",
+                  "n_rows": "max"})
             [CURVE_COLUMNS])
 
 
@@ -236,7 +240,7 @@ def layer_curves(tables: dict, out: str | Path, *, corpus: str, span: str, pooli
             ax.axhline(np.nanmean(chance), color="0.25", linestyle="--", linewidth=1)
             has_chance = True
         ttl, ylabel = panel_title(fam, key, p["metric"].unique())
-        ax.set_title(ttl)
+        ax.set_title(" · ".join(filter(None, [ttl, style.n_label(p["n_rows"])])))
         ax.set_ylabel(ylabel)
         fixed_ylim(ax, FAMILIES[fam][2], p["value"])
         if relative_depth:
