@@ -8,8 +8,11 @@ is used only when the optional ``umap-learn`` package is installed.
 
 t-SNE and UMAP grow faster than the rows, so every method runs on one stated sample of at
 most ``max_rows`` rows (:func:`layerwise.subsample.rows`), the same for every layer and
-method. t-SNE is scikit-learn's Barnes-Hut: at 5,000 rows x 768 it measured faster than
-openTSNE's FFT-accelerated gradient (``benchmarks/bench_scale.py`` compares both).
+method. t-SNE runs through openTSNE (one thread), with its FFT-accelerated gradient from
+:data:`FFT_MIN_ROWS` rows on: at 5,000 word rows x 768 it measured 2.5 times faster than
+scikit-learn's Barnes-Hut on one thread and 5.5 times faster than on two, whose OpenMP threads
+also stall on a busy machine (``benchmarks/bench_scale.py`` compares them); scikit-learn's is
+the fallback when openTSNE is not installed.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ from layerwise.featstats import check_matrix, check_positive_int, progress_bar
 
 __all__ = [
     "EMBED_COLUMNS",
+    "FFT_MIN_ROWS",
     "METHODS",
+    "TSNE_BACKENDS",
     "embed_2d",
     "embedding_table",
     "pca_2d",
+    "opentsne_available",
     "select_layers",
     "tsne_2d",
     "tsne_perplexity",
@@ -50,6 +56,11 @@ EMBED_COLUMNS = (
 
 #: Embedding methods known to :func:`embed_2d`.
 METHODS = ("pca", "tsne", "umap")
+#: t-SNE implementations known to :func:`tsne_2d`.
+TSNE_BACKENDS = ("opentsne", "sklearn")
+#: From this many rows openTSNE's FFT gradient beats its Barnes-Hut one (the FFT's
+#: interpolation grid costs seconds whatever the rows: 5 s at 40 rows against 0.6 s).
+FFT_MIN_ROWS = 2_000
 
 _DEFAULT_LAYERS = ("first", "middle", "last")
 _TRANSFORMER_LAYER = re.compile(r"^layer\.(\d+)$")
@@ -150,8 +161,14 @@ def tsne_perplexity(n_samples: int) -> float:
     return float(min(30.0, (n_samples - 1) / 3))
 
 
-def tsne_2d(X, *, seed: int | None = 0, perplexity: float | None = None) -> np.ndarray:
-    """2-D t-SNE embedding (Barnes-Hut, PCA initialisation).
+def opentsne_available() -> bool:
+    """Whether the ``openTSNE`` package can be imported."""
+    return importlib.util.find_spec("openTSNE") is not None
+
+
+def tsne_2d(X, *, seed: int | None = 0, perplexity: float | None = None,
+            backend: str | None = None) -> np.ndarray:
+    """2-D t-SNE embedding (PCA initialisation).
 
     Parameters
     ----------
@@ -161,6 +178,10 @@ def tsne_2d(X, *, seed: int | None = 0, perplexity: float | None = None) -> np.n
         ``random_state`` of t-SNE.
     perplexity : float or None, default=None
         None uses :func:`tsne_perplexity`.
+    backend : {"opentsne", "sklearn"} or None, default=None
+        openTSNE on one thread (results do not depend on the machine's cores), FFT gradient
+        from :data:`FFT_MIN_ROWS` rows on, Barnes-Hut below; or scikit-learn's Barnes-Hut.
+        None: openTSNE when it is installed.
 
     Returns
     -------
@@ -169,6 +190,11 @@ def tsne_2d(X, *, seed: int | None = 0, perplexity: float | None = None) -> np.n
     References
     ----------
     L. van der Maaten and G. Hinton, "Visualizing data using t-SNE", JMLR 9, 2008.
+    G. C. Linderman, M. Rachh, J. G. Hoskins, S. Steinerberger and Y. Kluger, "Fast
+    interpolation-based t-SNE for improved visualization of single-cell RNA-seq data",
+    Nature Methods 16, 2019.
+    P. G. Poličar, M. Stražar and B. Zupan, "openTSNE: a modular Python library for t-SNE
+    dimensionality reduction and embedding", Journal of Statistical Software 109, 2024.
 
     Examples
     --------
@@ -178,8 +204,19 @@ def tsne_2d(X, *, seed: int | None = 0, perplexity: float | None = None) -> np.n
     """
     X = check_matrix(X, min_rows=3, min_cols=2)
     perplexity = tsne_perplexity(X.shape[0]) if perplexity is None else float(perplexity)
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
-    return tsne.fit_transform(X)
+    if backend is None:
+        backend = "opentsne" if opentsne_available() else "sklearn"
+    if backend == "opentsne":
+        import openTSNE
+
+        gradient = "fft" if X.shape[0] >= FFT_MIN_ROWS else "bh"
+        tsne = openTSNE.TSNE(n_components=2, perplexity=perplexity, initialization="pca",
+                             negative_gradient_method=gradient, random_state=seed, n_jobs=1)
+        return np.asarray(tsne.fit(X))
+    if backend == "sklearn":
+        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+        return tsne.fit_transform(X)
+    raise ValueError(f"backend must be one of {TSNE_BACKENDS} or None, got {backend!r}")
 
 
 def umap_available() -> bool:

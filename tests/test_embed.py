@@ -162,6 +162,47 @@ def test_only_the_sampled_rows_of_embedded_layers_are_read():
     assert set(table["layer"]) == {"layer.2"} and len(table) == 20
 
 
+@pytest.mark.parametrize("backend", embed.TSNE_BACKENDS)
+def test_both_tsne_backends_separate_two_blobs_reproducibly(backend):
+    if backend == "opentsne" and not embed.opentsne_available():
+        pytest.skip("openTSNE is not installed")
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (40, 5)), rng.normal(12, 1, (40, 5))])
+    Y = embed.tsne_2d(X, seed=0, backend=backend)
+    assert Y.shape == (80, 2) and np.isfinite(Y).all()
+    gap = np.linalg.norm(Y[:40].mean(0) - Y[40:].mean(0))
+    assert gap > 3 * max(Y[:40].std(0).max(), Y[40:].std(0).max())
+    np.testing.assert_array_equal(Y, embed.tsne_2d(X, seed=0, backend=backend))
+
+
+def test_tsne_uses_opentsne_fft_from_enough_rows_and_falls_back_to_sklearn(monkeypatch):
+    calls = []
+
+    class Fake:
+        def __init__(self, **kwargs):
+            calls.append(kwargs)
+
+        def fit(self, X):
+            return np.zeros((len(X), 2))
+
+        fit_transform = fit
+
+    openTSNE = pytest.importorskip("openTSNE")
+    monkeypatch.setattr(openTSNE, "TSNE", Fake)
+    monkeypatch.setattr(embed, "FFT_MIN_ROWS", 20)
+    X = np.random.default_rng(0).standard_normal((30, 3))
+    embed.tsne_2d(X)
+    embed.tsne_2d(X[:12])
+    assert [c["negative_gradient_method"] for c in calls] == ["fft", "bh"]
+    assert {c["n_jobs"] for c in calls} == {1}
+    monkeypatch.setattr(embed, "opentsne_available", lambda: False)
+    monkeypatch.setattr(embed, "TSNE", Fake)
+    assert embed.tsne_2d(X[:12]).shape == (12, 2)
+    assert "init" in calls[-1] and calls[-1]["perplexity"] == pytest.approx(11 / 3)
+    with pytest.raises(ValueError, match="backend"):
+        embed.tsne_2d(X, backend="bhtsne")
+
+
 def test_run_embeds_with_schema_params(schema_params):
     index = pool_index().assign(word=lambda d: [f"w{i % 7}" for i in range(len(d))])
     layers = make_layers(n=len(index))
