@@ -7,7 +7,8 @@ CORES  ?= all
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-slow test-gpu test-slurm lint bench-extract bench-analysis demo-corpus clean
+.PHONY: venv run test test-slow test-gpu test-slurm lint bench-extract bench-analysis bench-scale \
+	demo-corpus clean
 
 venv: $(STAMP)
 
@@ -42,6 +43,9 @@ bench-extract: $(STAMP)
 
 bench-analysis: $(STAMP)
 	$(BIN)/python benchmarks/bench_analysis.py
+
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/bench_scale.py
 
 demo-corpus:
 	$(PYTHON) resources/demo/make_demo.py

@@ -50,6 +50,8 @@ def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model:
 
         return featstats_table(layers, model=model, seed=seed, **params)
     labeled = _rows_with_labels(index, cols)
+    if name in ("convexity", "clustering", "embed"):
+        return _scaled(name, index, layers, labeled, cols, params, seed=seed, **ctx)
     sub_layers = {k: v[labeled] for k, v in layers.items()}
     sub_index = index.iloc[labeled].reset_index(drop=True)
     if name == "probes":
@@ -61,23 +63,32 @@ def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model:
                            group=group if group in sub_index.columns else None,
                            fallback_group=fallback if fallback in sub_index.columns else None,
                            n_jobs=n_jobs, **ctx)
+    raise ValueError(f"unknown analysis {name!r}; known: {', '.join(NAMES)}")
+
+
+def _scaled(name, index, layers, labeled, cols, params, *, seed, span, **ctx):
+    """Convexity, clustering and embed: rows are read lazily (only those used, one layer at a
+    time), so that a memory-mapped pooled folder is never copied whole."""
+    from layerwise import subsample
+
+    if name == "embed":
+        from layerwise.embed import embedding_table
+
+        return embedding_table(layers, index, label_columns=cols or ["utt_id"],
+                               layers_to_embed=params["layers"], methods=params["methods"],
+                               max_rows=params["max_rows"], seed=seed, span=span, **ctx)
+    sub_layers = subsample.take(layers, labeled)
+    sub_index = index.iloc[labeled].reset_index(drop=True)
     if name == "convexity":
         from layerwise.convexity import convexity_table
 
-        return convexity_table(sub_layers, sub_index, label_columns=cols, seed=seed, **params, **ctx)
-    if name == "clustering":
-        from layerwise.clustering import clustering_table
+        limited = [c for c in UNIT_LABELS[span] if c in cols]
+        return convexity_table(sub_layers, sub_index, label_columns=cols, limited=limited,
+                               seed=seed, span=span, **params, **ctx)
+    from layerwise.clustering import clustering_table
 
-        return clustering_table(sub_layers, sub_index, label_columns=cols, seed=seed, **params,
-                                **ctx)
-    if name == "embed":
-        from layerwise.embed import embedding_table, select_layers
-
-        chosen = select_layers(list(layers), params.get("layers", ["first", "middle", "last"]))
-        return embedding_table(layers, index[cols] if cols else index[["utt_id"]],
-                               layers_to_embed=chosen, methods=tuple(params.get("methods", ("pca", "tsne", "umap"))),
-                               seed=seed, max_rows=params.get("max_rows", 5000), **ctx)
-    raise ValueError(f"unknown analysis {name!r}; known: {', '.join(NAMES)}")
+    return clustering_table(sub_layers, sub_index, label_columns=cols, seed=seed, span=span,
+                            **params, **ctx)
 
 
 def _cca(index, layers, *, model, span, mel, seed, n_trials=3, min_count=6):

@@ -8,10 +8,13 @@ speech models and use it to prune layers.
 
 Procedure (per layer and label):
 
-1. Euclidean k-NN graph (``k=10``), symmetrised as the union of the directed edges,
-   edge weight = Euclidean distance (:func:`knn_graph`).
-2. Per class, up to ``max_pairs`` ordered pairs of distinct members (all pairs when
-   there are fewer, otherwise a seeded sample without replacement).
+1. Euclidean k-NN graph (``k=10``), exact (scikit-learn, brute force on BLAS), symmetrised
+   as the union of the directed edges, edge weight = Euclidean distance (:func:`knn_graph`).
+2. Per class, up to ``max_pairs`` ordered pairs of distinct members: all pairs when there
+   are at most that many; otherwise ``ceil(max_pairs / (m - 1))`` sources of the ``m``
+   members, drawn without replacement, each paired with every other member (the last with
+   a random part of them). One Dijkstra run scores all pairs of a source, so few sources
+   keep the cost down.
 3. Dijkstra from the sampled sources only, in chunks of sources so that no
    ``n x n`` matrix is ever held; each shortest path is rebuilt from the predecessors.
 4. Path score: 1 for a path of <= 2 vertices (a direct edge), otherwise the share of the
@@ -19,12 +22,18 @@ Procedure (per layer and label):
    points are not connected.
 5. Per class: mean score x 100, its standard error x 100 and the number of pairs; and
    ``__all__``: the mean over all sampled pairs of all classes.
+
+At corpus size (:func:`convexity_table`) a label with thousands of classes (words, phones)
+keeps its classes with at least ``min_count`` rows, at most the ``max_classes`` most frequent;
+the graph holds the rows of the kept classes, at most ``max_rows`` of them, a seeded sample
+stratified by utterance and label (:func:`layerwise.subsample.rows`), the same for every layer.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,20 +41,28 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 from sklearn.neighbors import NearestNeighbors
 
+from layerwise import subsample
 from layerwise.featstats import (
     check_label_frame,
     check_labels,
-    check_layers,
     check_matrix,
     check_positive_int,
     progress_bar,
 )
 
-__all__ = ["CONVEXITY_COLUMNS", "POOLED_CLASS", "convexity_table", "graph_convexity", "knn_graph"]
+__all__ = [
+    "CONVEXITY_COLUMNS",
+    "POOLED_CLASS",
+    "convexity_table",
+    "graph_convexity",
+    "kept_classes",
+    "knn_graph",
+]
 
 #: Columns of :func:`convexity_table`.
 CONVEXITY_COLUMNS = (
-    "model", "layer", "span", "pooling", "label", "class", "value", "sem", "n_pairs",
+    "model", "layer", "span", "pooling", "label", "class", "value", "sem", "n_pairs", "n_rows",
+    "min_count", "max_classes",
 )  # fmt: skip
 
 #: Name of the pooled (all classes) row.
@@ -92,7 +109,9 @@ def knn_graph(X, *, k: int = 10) -> sp.csr_matrix:
             stacklevel=2,
         )
         k = X.shape[0] - 1
-    graph = NearestNeighbors(n_neighbors=k).fit(X).kneighbors_graph(mode="distance")
+    graph = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(X).kneighbors_graph(
+        mode="distance"
+    )
     graph = graph.astype(np.float64)
     graph.data = np.maximum(graph.data, np.finfo(np.float64).tiny)
     return sp.csr_matrix(graph.maximum(graph.T))
@@ -103,7 +122,8 @@ def _sample_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ordered same-class pairs of distinct points: (class code, source, target) arrays.
 
-    Classes with fewer than two members have no pair and are skipped with a warning.
+    Whole sources are sampled (module docstring, step 2). Classes with fewer than two members
+    have no pair and are skipped with a warning.
     """
     rng = np.random.default_rng(seed)
     pair_class, src, dst, skipped = [], [], [], []
@@ -113,15 +133,17 @@ def _sample_pairs(
         if m < 2:
             skipped.append(classes[c])
             continue
-        n_ordered = m * (m - 1)
-        if n_ordered <= max_pairs:
-            flat = np.arange(n_ordered)
-        else:
-            flat = np.sort(rng.choice(n_ordered, size=max_pairs, replace=False))
-        first = flat // (m - 1)
-        rest = flat % (m - 1)
+        if m * (m - 1) <= max_pairs:
+            first = np.repeat(np.arange(m), m - 1)
+            rest = np.tile(np.arange(m - 1), m)
+        else:  # whole sources: one Dijkstra run scores all pairs of a source
+            n_sources = -(-max_pairs // (m - 1))
+            first = np.repeat(rng.choice(m, size=n_sources, replace=False), m - 1)[:max_pairs]
+            rest = np.tile(np.arange(m - 1), n_sources)
+            rest[-(m - 1):] = rng.permutation(m - 1)  # the last source's part is random
+            rest = rest[:max_pairs]
         second = rest + (rest >= first)  # skip the diagonal
-        pair_class.append(np.full(len(flat), c))
+        pair_class.append(np.full(len(first), c))
         src.append(members[first])
         dst.append(members[second])
     if skipped:
@@ -259,6 +281,70 @@ def graph_convexity(
     )
 
 
+@dataclass
+class _Graph:
+    """The rows of one graph and the pairs scored on it, for labels that share those rows."""
+
+    rows: np.ndarray
+    names: list[str]
+    classes: list[np.ndarray]
+    codes: np.ndarray  # (labels, rows)
+    pair_class: list[np.ndarray]
+    src: np.ndarray
+    dst: np.ndarray
+    which: np.ndarray
+
+
+def kept_classes(labels, *, min_count: int, max_classes: int) -> np.ndarray:
+    """Mask of the rows whose class has ``min_count`` rows or more and is among the
+    ``max_classes`` most frequent (ties by class name).
+
+    Examples
+    --------
+    >>> kept_classes(list("aaabbc"), min_count=2, max_classes=5).tolist()
+    [True, True, True, True, True, False]
+    >>> kept_classes(list("aaabbc"), min_count=1, max_classes=1).tolist()
+    [True, True, True, False, False, False]
+    """
+    classes, codes, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
+    order = sorted(range(len(classes)), key=lambda c: (-counts[c], classes[c]))
+    keep = np.zeros(len(classes), dtype=bool)
+    keep[[c for c in order[:max_classes] if counts[c] >= min_count]] = True
+    return keep[codes]
+
+
+def _graphs(labels_df, labelings, *, limited, min_count, max_classes, max_rows, max_pairs,
+            seed) -> list[_Graph]:
+    """One graph per distinct row set: labels without dropped classes share all the rows."""
+    masks: dict[bytes, tuple[np.ndarray, list[str]]] = {}
+    for name, labels in labelings.items():
+        mask = np.ones(len(labels), dtype=bool)
+        if name in limited:
+            mask = kept_classes(labels, min_count=min_count, max_classes=max_classes)
+        if mask.sum() < 2:
+            warnings.warn(f"{name}: no class has {min_count} rows; no convexity",
+                          UserWarning, stacklevel=3)
+            continue
+        masks.setdefault(np.packbits(mask).tobytes(), (np.flatnonzero(mask), []))[1].append(name)
+    graphs = []
+    for candidates, names in masks.values():
+        strata = [c for c in ("utt_id", *names) if c in labels_df.columns]
+        rows = candidates[subsample.rows(labels_df.iloc[candidates], max_rows, seed,
+                                         stratify=strata)]
+        classes, codes, pairs = [], [], []
+        for index, name in enumerate(names):
+            label_classes, label_codes = np.unique(labelings[name][rows], return_inverse=True)
+            classes.append(label_classes)
+            codes.append(label_codes)
+            pair_class, src, dst = _sample_pairs(
+                label_codes, label_classes, max_pairs=max_pairs, seed=seed, name=name
+            )
+            pairs.append((pair_class, src, dst, np.full(len(src), index, dtype=np.intp)))
+        graphs.append(_Graph(rows, names, classes, np.vstack(codes), [p[0] for p in pairs],
+                             *(np.concatenate([p[i] for p in pairs]) for i in (1, 2, 3))))
+    return graphs
+
+
 def convexity_table(
     layers: Mapping[str, np.ndarray],
     labels_df: pd.DataFrame,
@@ -269,21 +355,30 @@ def convexity_table(
     pooling: str,
     k: int = 10,
     max_pairs: int = 5000,
+    max_rows: int = 5000,
+    min_count: int = 20,
+    max_classes: int = 100,
+    limited: Sequence[str] = (),
     seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Tidy table of graph convexity per layer, label and class.
+    """Tidy table of graph convexity per layer, label and class, on a stated sample of rows.
 
-    The same pairs are used at every layer (they depend only on the labels and
-    ``seed``), and one k-NN graph and one chunked Dijkstra run per layer serve all
-    labels. Values equal :func:`graph_convexity` on each layer and label.
+    Each label's graph holds the rows of its kept classes (all classes unless the label is
+    ``limited``), at most ``max_rows`` of them, sampled by :func:`layerwise.subsample.rows`
+    (seeded, stratified by ``utt_id`` when ``labels_df`` has it, and by the label). Rows and
+    pairs depend only on ``labels_df`` and ``seed``, so they are the same at every layer;
+    labels with the same rows share one k-NN graph and one chunked Dijkstra run per layer.
+    Values equal :func:`graph_convexity` on each layer's sampled rows.
 
     Parameters
     ----------
     layers : dict of str to array-like of shape (n_samples, n_features)
-        Layer name -> representations; all layers share the same rows.
+        Layer name -> representations; all layers share the same rows. Only the sampled rows
+        are read (a :func:`layerwise.subsample.take` selection stays lazy).
     labels_df : pandas.DataFrame of n_samples rows
-        One column per label (string values).
+        One column per label (string values); ``utt_id`` (and ``start_s``, ``end_s``) when
+        present identify the rows for the sample.
     label_columns : sequence of str or str
         Columns of ``labels_df`` to analyse.
     model, span, pooling : str
@@ -292,17 +387,29 @@ def convexity_table(
         Neighbours of the k-NN graph.
     max_pairs : int, default=5000
         Most ordered same-class pairs per class.
+    max_rows : int, default=5000
+        Most rows of a graph (the cost grows with their square).
+    min_count : int, default=20
+        Classes of a ``limited`` label with fewer rows are left out.
+    max_classes : int, default=100
+        At most this many classes of a ``limited`` label are kept, the most frequent.
+    limited : sequence of str, default=()
+        Labels whose classes ``min_count`` and ``max_classes`` limit. The workflow limits
+        the span's unit labels (word, phone): thousands of classes, most with a handful of
+        rows.
     seed : int, default=0
-        Seed of the pair sampling.
+        Seed of the row sample and of the pair sampling.
     progress : bool, default=True
         Show a progress bar on stderr.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``model, layer, span, pooling, label, class, value, sem, n_pairs``;
-        ``class == "__all__"`` is the pooled row of each layer and label. Empty (with
-        these columns) when ``label_columns`` is empty.
+        Columns ``model, layer, span, pooling, label, class, value, sem, n_pairs, n_rows,
+        min_count, max_classes``; ``class == "__all__"`` is the pooled row of each layer and
+        label, ``n_rows`` the rows of the graph, ``min_count``/``max_classes`` the limits
+        applied (NaN for a label not limited). Empty (with these columns) when
+        ``label_columns`` is empty.
 
     References
     ----------
@@ -316,33 +423,32 @@ def convexity_table(
     >>> labels_df = pd.DataFrame({"spk": np.repeat(["a", "b", "c"], 10)})
     >>> convexity_table(layers, labels_df, label_columns=["spk"], model="m", span="word",
     ...                 pooling="mean", progress=False).shape
-    (4, 9)
+    (4, 12)
     """
-    layers = check_layers(layers, min_rows=2)
-    n_rows = next(iter(layers.values())).shape[0]
+    n_rows = subsample.shared_rows(layers)
     labelings = check_label_frame(labels_df, label_columns=label_columns, n_rows=n_rows)
     max_pairs = check_positive_int(max_pairs, name="max_pairs")
+    max_rows = check_positive_int(max_rows, name="max_rows", minimum=2)
+    min_count = check_positive_int(min_count, name="min_count", minimum=2)
+    max_classes = check_positive_int(max_classes, name="max_classes")
+    limited = {limited} if isinstance(limited, str) else set(limited)
     if not labelings:
         return pd.DataFrame(columns=list(CONVEXITY_COLUMNS))
-    names = list(labelings)
-    classes, codes, pairs = [], [], []
-    for index, name in enumerate(names):
-        label_classes, label_codes = np.unique(labelings[name], return_inverse=True)
-        classes.append(label_classes)
-        codes.append(label_codes)
-        pair_class, src, dst = _sample_pairs(
-            label_codes, label_classes, max_pairs=max_pairs, seed=seed, name=name
-        )
-        pairs.append((pair_class, src, dst, np.full(len(src), index, dtype=np.intp)))
-    src = np.concatenate([p[1] for p in pairs])
-    dst = np.concatenate([p[2] for p in pairs])
-    which = np.concatenate([p[3] for p in pairs])
-    codes = np.vstack(codes)
-
+    graphs = _graphs(labels_df, labelings, limited=limited, min_count=min_count,
+                     max_classes=max_classes, max_rows=max_rows, max_pairs=max_pairs, seed=seed)
+    limits = {name: (min_count, max_classes) if name in limited else (np.nan, np.nan)
+              for name in labelings}
     rows = []
-    for layer, X in progress_bar(layers.items(), progress=progress, desc="convexity"):
-        scores = _path_scores(knn_graph(X, k=k), src, dst, codes, which)
-        for index, name in enumerate(names):
-            summary = _summarise(scores[which == index], pairs[index][0], classes[index])
-            rows.extend((model, layer, span, pooling, name, *entry) for entry in summary)
+    for layer in progress_bar(list(layers), progress=progress, desc="convexity"):
+        summaries = {}
+        for g in graphs:
+            X = check_matrix(subsample.take(layers, g.rows)[layer], name=f"layers[{layer!r}]",
+                             min_rows=2)
+            scores = _path_scores(knn_graph(X, k=k), g.src, g.dst, g.codes, g.which)
+            for index, name in enumerate(g.names):
+                summary = _summarise(scores[g.which == index], g.pair_class[index],
+                                     g.classes[index])
+                summaries[name] = [(*entry, len(g.rows), *limits[name]) for entry in summary]
+        for name in labelings:  # in the order asked for
+            rows.extend((model, layer, span, pooling, name, *e) for e in summaries.get(name, []))
     return pd.DataFrame(rows, columns=list(CONVEXITY_COLUMNS))

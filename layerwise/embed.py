@@ -5,6 +5,14 @@ Three views with different trade-offs: PCA is linear and faithful to global vari
 (van der Maaten & Hinton, 2008) and UMAP (McInnes et al., 2018) preserve local
 neighbourhoods and show cluster structure but distort distances between clusters. UMAP
 is used only when the optional ``umap-learn`` package is installed.
+
+t-SNE and UMAP grow faster than the rows, so every method runs on one stated sample of at
+most ``max_rows`` rows (:func:`layerwise.subsample.rows`), the same for every layer and
+method. t-SNE runs through openTSNE (one thread), with its FFT-accelerated gradient from
+:data:`FFT_MIN_ROWS` rows on: at 5,000 word rows x 768 it measured 2.5 times faster than
+scikit-learn's Barnes-Hut on one thread and 5.5 times faster than on two, whose OpenMP threads
+also stall on a busy machine (``benchmarks/bench_scale.py`` compares them); scikit-learn's is
+the fallback when openTSNE is not installed.
 """
 
 from __future__ import annotations
@@ -19,14 +27,18 @@ import pandas as pd
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from layerwise.featstats import check_layers, check_matrix, check_positive_int, progress_bar
+from layerwise import subsample
+from layerwise.featstats import check_matrix, check_positive_int, progress_bar
 
 __all__ = [
     "EMBED_COLUMNS",
+    "FFT_MIN_ROWS",
     "METHODS",
+    "TSNE_BACKENDS",
     "embed_2d",
     "embedding_table",
     "pca_2d",
+    "opentsne_available",
     "select_layers",
     "tsne_2d",
     "tsne_perplexity",
@@ -39,10 +51,16 @@ logger = logging.getLogger(__name__)
 #: Fixed columns of :func:`embedding_table` (the label columns follow).
 EMBED_COLUMNS = (
     "model", "layer", "span", "pooling", "method", "row", "x", "y", "explained_variance",
+    "n_rows",
 )  # fmt: skip
 
 #: Embedding methods known to :func:`embed_2d`.
 METHODS = ("pca", "tsne", "umap")
+#: t-SNE implementations known to :func:`tsne_2d`.
+TSNE_BACKENDS = ("opentsne", "sklearn")
+#: From this many rows openTSNE's FFT gradient beats its Barnes-Hut one (the FFT's
+#: interpolation grid costs seconds whatever the rows: 5 s at 40 rows against 0.6 s).
+FFT_MIN_ROWS = 2_000
 
 _DEFAULT_LAYERS = ("first", "middle", "last")
 _TRANSFORMER_LAYER = re.compile(r"^layer\.(\d+)$")
@@ -143,8 +161,14 @@ def tsne_perplexity(n_samples: int) -> float:
     return float(min(30.0, (n_samples - 1) / 3))
 
 
-def tsne_2d(X, *, seed: int | None = 0, perplexity: float | None = None) -> np.ndarray:
-    """2-D t-SNE embedding (Barnes-Hut, PCA initialisation).
+def opentsne_available() -> bool:
+    """Whether the ``openTSNE`` package can be imported."""
+    return importlib.util.find_spec("openTSNE") is not None
+
+
+def tsne_2d(X, *, seed: int | None = 0, perplexity: float | None = None,
+            backend: str | None = None) -> np.ndarray:
+    """2-D t-SNE embedding (PCA initialisation).
 
     Parameters
     ----------
@@ -154,6 +178,10 @@ def tsne_2d(X, *, seed: int | None = 0, perplexity: float | None = None) -> np.n
         ``random_state`` of t-SNE.
     perplexity : float or None, default=None
         None uses :func:`tsne_perplexity`.
+    backend : {"opentsne", "sklearn"} or None, default=None
+        openTSNE on one thread (results do not depend on the machine's cores), FFT gradient
+        from :data:`FFT_MIN_ROWS` rows on, Barnes-Hut below; or scikit-learn's Barnes-Hut.
+        None: openTSNE when it is installed.
 
     Returns
     -------
@@ -162,6 +190,11 @@ def tsne_2d(X, *, seed: int | None = 0, perplexity: float | None = None) -> np.n
     References
     ----------
     L. van der Maaten and G. Hinton, "Visualizing data using t-SNE", JMLR 9, 2008.
+    G. C. Linderman, M. Rachh, J. G. Hoskins, S. Steinerberger and Y. Kluger, "Fast
+    interpolation-based t-SNE for improved visualization of single-cell RNA-seq data",
+    Nature Methods 16, 2019.
+    P. G. Poličar, M. Stražar and B. Zupan, "openTSNE: a modular Python library for t-SNE
+    dimensionality reduction and embedding", Journal of Statistical Software 109, 2024.
 
     Examples
     --------
@@ -171,8 +204,19 @@ def tsne_2d(X, *, seed: int | None = 0, perplexity: float | None = None) -> np.n
     """
     X = check_matrix(X, min_rows=3, min_cols=2)
     perplexity = tsne_perplexity(X.shape[0]) if perplexity is None else float(perplexity)
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
-    return tsne.fit_transform(X)
+    if backend is None:
+        backend = "opentsne" if opentsne_available() else "sklearn"
+    if backend == "opentsne":
+        import openTSNE
+
+        gradient = "fft" if X.shape[0] >= FFT_MIN_ROWS else "bh"
+        tsne = openTSNE.TSNE(n_components=2, perplexity=perplexity, initialization="pca",
+                             negative_gradient_method=gradient, random_state=seed, n_jobs=1)
+        return np.asarray(tsne.fit(X))
+    if backend == "sklearn":
+        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+        return tsne.fit_transform(X)
+    raise ValueError(f"backend must be one of {TSNE_BACKENDS} or None, got {backend!r}")
 
 
 def umap_available() -> bool:
@@ -258,6 +302,7 @@ def embedding_table(
     layers: Mapping[str, np.ndarray],
     labels_df: pd.DataFrame,
     *,
+    label_columns: Sequence[str] | None = None,
     layers_to_embed: Sequence[str] | str | None = None,
     methods: Sequence[str] = METHODS,
     model: str,
@@ -272,9 +317,14 @@ def embedding_table(
     Parameters
     ----------
     layers : dict of str to array-like of shape (n_samples, n_features)
-        Layer name -> representations; all layers share the same rows.
+        Layer name -> representations; all layers share the same rows. Only the sampled
+        rows of the embedded layers are read.
     labels_df : pandas.DataFrame of n_samples rows
-        Its columns are copied to the output (e.g. for colouring plots).
+        The rows' labels; ``utt_id`` (and ``start_s``, ``end_s``) when present identify the
+        rows for the sample.
+    label_columns : sequence of str or None, default=None
+        Columns of ``labels_df`` copied to the output (e.g. for colouring plots); None: all.
+        The sample is stratified by them and by ``utt_id``.
     layers_to_embed : sequence of str, str or None, default=None
         Layer names and/or ``first``/``middle``/``last`` (see :func:`select_layers`);
         None embeds the first, middle and last transformer layers.
@@ -285,17 +335,18 @@ def embedding_table(
     seed : int, default=0
         Seed of the row subsample and of the embeddings.
     max_rows : int, default=5000
-        Rows beyond this are subsampled (the same rows for every layer and method),
-        since t-SNE and UMAP grow superlinearly with the rows.
+        Most rows embedded: a sample by :func:`layerwise.subsample.rows` beyond this (the
+        same rows for every layer and method), since t-SNE and UMAP grow superlinearly.
     progress : bool, default=True
         Show a progress bar on stderr.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``model, layer, span, pooling, method, row, x, y, explained_variance``
-        followed by the columns of ``labels_df``; ``row`` is the row index in the input
-        matrices, ``explained_variance`` the 2-component PCA share (NaN for the others).
+        Columns ``model, layer, span, pooling, method, row, x, y, explained_variance,
+        n_rows`` followed by the label columns; ``row`` is the row index in the input
+        matrices, ``explained_variance`` the 2-component PCA share (NaN for the others),
+        ``n_rows`` the rows embedded.
 
     Examples
     --------
@@ -306,13 +357,16 @@ def embedding_table(
     >>> table = embedding_table(layers, labels_df, methods=["pca"], model="m", span="word",
     ...                         pooling="mean", progress=False)
     >>> table.shape, list(table.columns[-2:])
-    ((60, 10), ['explained_variance', 'spk'])
+    ((60, 11), ['n_rows', 'spk'])
     """
-    layers = check_layers(layers, min_rows=3)
-    n_rows = next(iter(layers.values())).shape[0]
+    n_rows = subsample.shared_rows(layers)
     if not isinstance(labels_df, pd.DataFrame) or len(labels_df) != n_rows:
         raise ValueError(f"labels_df must be a DataFrame with {n_rows} rows (one per layer row)")
-    clash = sorted(set(EMBED_COLUMNS) & set(map(str, labels_df.columns)))
+    columns = list(labels_df.columns if label_columns is None else label_columns)
+    missing = [c for c in columns if c not in labels_df.columns]
+    if missing:
+        raise ValueError(f"label_columns {missing} are not columns of labels_df")
+    clash = sorted(set(EMBED_COLUMNS) & set(map(str, columns)))
     if clash:
         raise ValueError(f"labels_df columns {clash} clash with the output columns")
     methods = list(methods)
@@ -324,22 +378,23 @@ def embedding_table(
         logger.warning("umap-learn is not installed; skipping UMAP embeddings")
         methods = [method for method in methods if method != "umap"]
 
-    rows = np.arange(n_rows)
-    if n_rows > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(n_rows, size=max_rows, replace=False))
-    labels = labels_df.iloc[rows].reset_index(drop=True)
-    tasks = [(layer, method) for layer in chosen for method in methods]
+    strata = [c for c in ("utt_id", *columns) if c in labels_df.columns]
+    rows = subsample.rows(labels_df, max_rows, seed, stratify=list(dict.fromkeys(strata)))
+    sampled = subsample.take(layers, rows)
+    labels = labels_df[columns].iloc[rows].reset_index(drop=True)
     frames = []
-    for layer, method in progress_bar(tasks, progress=progress, desc="embed"):
-        coords, explained = embed_2d(layers[layer][rows], method, seed=seed)
-        fixed = pd.DataFrame(
-            {
-                "model": model, "layer": layer, "span": span, "pooling": pooling,
-                "method": method, "row": rows, "x": coords[:, 0], "y": coords[:, 1],
-                "explained_variance": explained,
-            }
-        )  # fmt: skip
-        frames.append(pd.concat([fixed, labels], axis=1))
+    for layer in progress_bar(chosen, progress=progress, desc="embed"):
+        X = check_matrix(sampled[layer], name=f"layers[{layer!r}]")
+        for method in methods:
+            coords, explained = embed_2d(X, method, seed=seed)
+            fixed = pd.DataFrame(
+                {
+                    "model": model, "layer": layer, "span": span, "pooling": pooling,
+                    "method": method, "row": rows, "x": coords[:, 0], "y": coords[:, 1],
+                    "explained_variance": explained, "n_rows": len(rows),
+                }
+            )  # fmt: skip
+            frames.append(pd.concat([fixed, labels], axis=1))
     if not frames:
-        return pd.DataFrame(columns=[*EMBED_COLUMNS, *labels_df.columns])
+        return pd.DataFrame(columns=[*EMBED_COLUMNS, *columns])
     return pd.concat(frames, ignore_index=True)

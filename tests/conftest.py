@@ -73,3 +73,17 @@ def relative_errors(a: dict, b: dict) -> dict[str, float]:
     return {name: max(float((x.cpu() - y.cpu()).norm() / y.cpu().norm())
                       for x, y in zip(a[name], b[name], strict=True))
             for name in b}
+
+
+@pytest.fixture(scope="session")
+def schema_params():
+    """``{analysis: params}`` as the workflow passes them: config.yaml filled by the schema."""
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    validate(config, str(repo / "schemas" / "config.schema.yaml"))
+    return config["analysis"]

@@ -12,6 +12,7 @@ from layerwise.clustering import (
     CLUSTERING_COLUMNS,
     cluster_scores,
     clustering_table,
+    held_out_split,
     kmeans_clusters,
     label_normalized_mi,
     purity,
@@ -59,12 +60,79 @@ def test_perfect_clusters_score_one():
     labels_df = pd.DataFrame({"phone": np.repeat(list(centres), 25)})
     table = clustering_table(
         {"layer.0": X}, labels_df, label_columns="phone", model="m", span="phone",
-        pooling="mean", progress=False,
+        pooling="mean", n_clusters=4, progress=False,
     )  # fmt: skip
     assert dict(zip(table["metric"], table["value"], strict=True)) == pytest.approx(
         {"nmi": 1.0, "ari": 1.0, "purity": 1.0}
     )
     assert (table["k"] == 4).all()
+    assert (table["n_rows"] == 20).all()  # 20 % of 100 rows, each its own group, held out
+
+
+def known_clusters(n_utts=150, per_utt=8, n_words=12, seed=0):
+    """Word-class means far apart in 16 dims, utterances of ``per_utt`` words."""
+    rng = np.random.default_rng(seed)
+    word = rng.integers(0, n_words, n_utts * per_utt)
+    means = 6 * rng.standard_normal((n_words, 16))
+    X = means[word] + rng.standard_normal((len(word), 16))
+    index = pd.DataFrame({"utt_id": np.repeat([f"u{i:03d}" for i in range(n_utts)], per_utt),
+                          "speaker": np.repeat([f"s{i % 10}" for i in range(n_utts)], per_utt),
+                          "word": [f"w{w}" for w in word]})
+    return {"layer.0": X, "layer.1": X[:, ::-1].copy()}, index
+
+
+def test_held_out_clusters_recover_known_classes_and_not_shuffled_labels():
+    layers, index = known_clusters(n_utts=600)
+    index["shuffled"] = np.random.default_rng(9).permutation(index["word"].to_numpy())
+    table = clustering_table(
+        layers, index, label_columns=["word", "shuffled"], model="m", span="word",
+        pooling="mean", n_clusters=12, progress=False,
+    )  # fmt: skip
+    value = table.set_index(["layer", "label", "metric"])["value"]
+    assert (value.xs(("word", "nmi"), level=("label", "metric")) > 0.95).all()
+    # the plug-in NMI of independent labels is biased up by about 0.025 at 960 rows
+    assert (value.xs(("shuffled", "nmi"), level=("label", "metric")) < 0.06).all()
+    assert (value.xs(("shuffled", "ari"), level=("label", "metric")).abs() < 0.02).all()
+    # the chance column: the same clusters shuffled score like unrelated labels
+    chance = table.set_index(["layer", "label", "metric"])["chance"]
+    assert (chance.xs(("word", "nmi"), level=("label", "metric")) < 0.06).all()
+    assert (chance.xs(("word", "ari"), level=("label", "metric")).abs() < 0.02).all()
+    held = table["n_rows"].unique()
+    assert len(held) == 1 and held[0] == 120 * 8  # 20 % of 600 utterances, whole
+    assert (table["k"] == 12).all()
+
+
+def test_split_keeps_each_group_on_one_side():
+    _, index = known_clusters()
+    for column in ("utt_id", "speaker"):
+        train, test = held_out_split(index[column], held_out=0.2, seed=3)
+        assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == len(index)
+        assert not set(index[column].iloc[train]) & set(index[column].iloc[test])
+    _, test = held_out_split(index["speaker"], held_out=0.2, seed=3)
+    assert index["speaker"].iloc[test].nunique() == 2  # 20 % of 10 speakers
+    again = held_out_split(index["utt_id"].iloc[::-1].reset_index(drop=True), held_out=0.2,
+                           seed=3)[1]
+    assert sorted(index["utt_id"].iloc[::-1].iloc[again]) == sorted(
+        index["utt_id"].iloc[held_out_split(index["utt_id"], held_out=0.2, seed=3)[1]])
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        held_out_split(["a", "a"], held_out=0.5)
+
+
+def test_group_column_sets_the_split_and_k_is_capped_at_training_rows():
+    layers, index = known_clusters(n_utts=20, per_utt=3)
+    by_speaker = clustering_table(
+        layers, index, label_columns="word", model="m", span="word", pooling="mean",
+        group="speaker", progress=False,
+    )  # fmt: skip
+    _, test = held_out_split(index["speaker"], held_out=0.2, seed=0)
+    assert (by_speaker["n_rows"] == len(test)).all()
+    assert (by_speaker["k"] == len(index) - len(test)).all()  # 500 capped
+    absent = clustering_table(
+        layers, index, label_columns="word", model="m", span="word", pooling="mean",
+        group="dialect", progress=False,
+    )  # fmt: skip
+    _, by_utt = held_out_split(index["utt_id"], held_out=0.2, seed=0)
+    assert (absent["n_rows"] == len(by_utt)).all()
 
 
 def test_independent_labels_give_nmi_near_zero():
@@ -86,7 +154,7 @@ def test_kmeans_is_seeded():
         kmeans_clusters(X[:3], k=4)
 
 
-def test_clustering_table_columns_and_k():
+def test_clustering_table_columns_and_one_clustering_for_all_labels():
     rng = np.random.default_rng(4)
     layers = {f"layer.{i}": rng.standard_normal((80, 5)) for i in range(2)}
     labels_df = pd.DataFrame(
@@ -94,17 +162,12 @@ def test_clustering_table_columns_and_k():
     )
     table = clustering_table(
         layers, labels_df, label_columns=["speaker", "word"], model="m", span="word",
-        pooling="mean", progress=False,
+        pooling="mean", n_clusters=10, progress=False,
     )  # fmt: skip
     assert tuple(table.columns) == CLUSTERING_COLUMNS
     assert len(table) == 2 * 2 * 3
     assert set(table["metric"]) == {"nmi", "ari", "purity"}
-    assert table.groupby("label")["k"].first().to_dict() == {"speaker": 3, "word": 6}
-    fixed = clustering_table(
-        layers, labels_df, label_columns=["speaker", "word"], model="m", span="word",
-        pooling="mean", k=10, progress=False,
-    )  # fmt: skip
-    assert (fixed["k"] == 10).all()
+    assert (table["k"] == 10).all() and (table["n_rows"] == 16).all()
 
 
 def test_invalid_input_raises():

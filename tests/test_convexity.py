@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerwise import convexity
+from layerwise import analyses, convexity, subsample
 from layerwise.convexity import CONVEXITY_COLUMNS, convexity_table, graph_convexity, knn_graph
 
 
@@ -192,3 +192,92 @@ def test_no_label_columns_gives_an_empty_table():
         model="m", span="word", pooling="mean", progress=False,
     )  # fmt: skip
     assert table.empty and tuple(table.columns) == CONVEXITY_COLUMNS
+
+
+def word_pool(n_utts=120, seed=0):
+    """Pool-index-like rows: utterances of 10 words (Zipf over 60 types), 6 speakers; the
+    words sit at class means in 8 dims, so word regions are convex."""
+    rng = np.random.default_rng(seed)
+    n = n_utts * 10
+    p = 1 / np.arange(1, 61)
+    word = rng.choice(60, n, p=p / p.sum())
+    index = pd.DataFrame({"utt_id": np.repeat([f"u{i:03d}" for i in range(n_utts)], 10),
+                          "start_s": np.tile(np.arange(10) * 0.4, n_utts),
+                          "word": [f"w{w:02d}" for w in word],
+                          "speaker": np.repeat([f"s{i % 6}" for i in range(n_utts)], 10)})
+    means = 5 * rng.standard_normal((60, 8))
+    layers = {f"layer.{i}": means[word] + (0.5 + i) * rng.standard_normal((n, 8))
+              for i in range(2)}
+    return layers, index
+
+
+def test_kept_classes_by_count_then_frequency():
+    labels = np.array(list("aaaaabbbbccccdde"))
+    assert set(labels[convexity.kept_classes(labels, min_count=3, max_classes=10)]) == set("abc")
+    # ties (b and c: 4 rows each) are broken by name
+    assert set(labels[convexity.kept_classes(labels, min_count=1, max_classes=2)]) == set("ab")
+    assert not convexity.kept_classes(labels, min_count=6, max_classes=3).any()
+
+
+def test_limited_label_keeps_frequent_classes_and_reports_its_limits():
+    layers, index = word_pool()
+    table = convexity_table(
+        layers, index, label_columns=["speaker", "word"], model="m", span="word",
+        pooling="mean", max_rows=400, min_count=15, max_classes=8, limited=["word"],
+        progress=False,
+    )  # fmt: skip
+    assert tuple(table.columns) == CONVEXITY_COLUMNS
+    words = table[table["label"] == "word"]
+    counts = index["word"].value_counts()
+    ranked = sorted(counts[counts >= 15].index, key=lambda w: (-counts[w], w))  # ties by name
+    expected = set(ranked[:8])
+    assert counts[ranked[7]] == counts[ranked[8]]  # this draw has a tie at the cut
+    assert set(words["class"]) - {"__all__"} == expected
+    assert (words["min_count"] == 15).all() and (words["max_classes"] == 8).all()
+    speakers = table[table["label"] == "speaker"]
+    assert set(speakers["class"]) - {"__all__"} == set(index["speaker"])
+    assert speakers["min_count"].isna().all() and speakers["max_classes"].isna().all()
+    # graph rows: the word graph holds only kept-class rows, both at most max_rows
+    assert (speakers["n_rows"] == 400).all()
+    kept = index["word"].isin(expected).sum()
+    assert (words["n_rows"] == min(400, kept)).all()
+
+
+def test_graph_rows_are_the_shared_subsample_and_values_match_graph_convexity():
+    layers, index = word_pool()
+    table = convexity_table(
+        layers, index, label_columns=["speaker"], model="m", span="word", pooling="mean",
+        max_rows=300, max_pairs=200, seed=4, progress=False,
+    )  # fmt: skip
+    rows = subsample.rows(index, 300, seed=4, stratify=("utt_id", "speaker"))
+    assert (table["n_rows"] == 300).all()
+    for layer, X in layers.items():
+        single = graph_convexity(X[rows], index["speaker"].to_numpy()[rows], max_pairs=200,
+                                 seed=4)
+        got = table[table["layer"] == layer]
+        np.testing.assert_allclose(got["value"].to_numpy(), single["value"].to_numpy())
+
+
+def test_pairs_come_from_few_whole_sources():
+    codes = np.repeat([0, 1], [50, 6])
+    pair_class, src, dst = convexity._sample_pairs(codes, np.array(["a", "b"]), max_pairs=120,
+                                                   seed=0, name="x")
+    a = pair_class == 0
+    assert a.sum() == 120 and len(np.unique(src[a])) == 3  # ceil(120 / 49) sources
+    assert len({(s, t) for s, t in zip(src[a], dst[a], strict=True)}) == 120
+    assert (src != dst).all() and (codes[src] == codes[dst]).all()
+    assert (~a).sum() == 30  # all 6 x 5 ordered pairs of the small class
+
+
+def test_run_passes_schema_params_and_limits_only_unit_labels(schema_params):
+    layers, index = word_pool()
+    params = {**schema_params["convexity"], "max_rows": 500, "min_count": 30}
+    table = analyses.run("convexity", index, layers, model="m", span="word", pooling="mean",
+                         labels=["speaker"], params=params)
+    assert set(table["label"]) == {"speaker", "word"}
+    words = table[table["label"] == "word"]
+    assert (words["min_count"] == 30).all() and (words["max_classes"] == 100).all()
+    counts = index["word"].value_counts()
+    assert set(words["class"]) - {"__all__"} <= set(counts[counts >= 30].index)
+    assert table.loc[table["label"] == "speaker", "min_count"].isna().all()
+    assert (table["n_rows"] <= 500).all()

@@ -10,7 +10,7 @@ import pytest
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
-from layerwise import embed
+from layerwise import analyses, embed, subsample
 from layerwise.embed import EMBED_COLUMNS, embedding_table, select_layers
 
 
@@ -121,3 +121,93 @@ def test_invalid_arguments_raise(kwargs, labels, match):
             make_layers(), labels, model="m", span="s", pooling="p", progress=False,
             **{"methods": ["pca"], **kwargs},
         )  # fmt: skip
+
+
+def pool_index(n_utts=30, per_utt=4):
+    return pd.DataFrame({"row": np.arange(n_utts * per_utt),
+                         "utt_id": np.repeat([f"u{i:02d}" for i in range(n_utts)], per_utt),
+                         "start_s": np.tile(np.arange(per_utt) * 0.5, n_utts),
+                         "speaker": np.repeat([f"s{i % 3}" for i in range(n_utts)], per_utt)})
+
+
+def test_rows_are_the_shared_subsample_for_every_model_and_stratified():
+    index = pool_index()
+    tables = [
+        embedding_table(
+            make_layers(n=120, seed=seed), index, label_columns=["speaker"], methods=["pca"],
+            model=f"m{seed}", span="word", pooling="mean", max_rows=30, seed=5, progress=False,
+        )  # fmt: skip
+        for seed in (0, 1)  # two "models" with the same index
+    ]
+    expected = subsample.rows(index, 30, seed=5, stratify=("utt_id", "speaker"))
+    for table in tables:
+        for _, rows in table.groupby("layer")["row"]:
+            np.testing.assert_array_equal(rows.to_numpy(), expected)
+        assert (table["n_rows"] == 30).all()
+        assert list(table.columns[len(EMBED_COLUMNS):]) == ["speaker"]  # utt_id not copied
+    # 30 of 120 rows: one per utterance, ten per speaker
+    picked = index.iloc[expected]
+    assert picked["utt_id"].nunique() == 30
+    assert picked["speaker"].value_counts().tolist() == [10, 10, 10]
+
+
+def test_only_the_sampled_rows_of_embedded_layers_are_read():
+    layers = make_layers(n=120)
+    taken = subsample.take(layers, np.arange(120))
+    assert taken is layers
+    lazy = subsample.take(layers, np.arange(10, 120))
+    table = embedding_table(lazy, pool_index().iloc[10:].reset_index(drop=True),
+                            label_columns=["speaker"], layers_to_embed=["last"], methods=["pca"],
+                            model="m", span="word", pooling="mean", max_rows=20, progress=False)
+    assert set(table["layer"]) == {"layer.2"} and len(table) == 20
+
+
+@pytest.mark.parametrize("backend", embed.TSNE_BACKENDS)
+def test_both_tsne_backends_separate_two_blobs_reproducibly(backend):
+    if backend == "opentsne" and not embed.opentsne_available():
+        pytest.skip("openTSNE is not installed")
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (40, 5)), rng.normal(12, 1, (40, 5))])
+    Y = embed.tsne_2d(X, seed=0, backend=backend)
+    assert Y.shape == (80, 2) and np.isfinite(Y).all()
+    gap = np.linalg.norm(Y[:40].mean(0) - Y[40:].mean(0))
+    assert gap > 3 * max(Y[:40].std(0).max(), Y[40:].std(0).max())
+    np.testing.assert_array_equal(Y, embed.tsne_2d(X, seed=0, backend=backend))
+
+
+def test_tsne_uses_opentsne_fft_from_enough_rows_and_falls_back_to_sklearn(monkeypatch):
+    calls = []
+
+    class Fake:
+        def __init__(self, **kwargs):
+            calls.append(kwargs)
+
+        def fit(self, X):
+            return np.zeros((len(X), 2))
+
+        fit_transform = fit
+
+    openTSNE = pytest.importorskip("openTSNE")
+    monkeypatch.setattr(openTSNE, "TSNE", Fake)
+    monkeypatch.setattr(embed, "FFT_MIN_ROWS", 20)
+    X = np.random.default_rng(0).standard_normal((30, 3))
+    embed.tsne_2d(X)
+    embed.tsne_2d(X[:12])
+    assert [c["negative_gradient_method"] for c in calls] == ["fft", "bh"]
+    assert {c["n_jobs"] for c in calls} == {1}
+    monkeypatch.setattr(embed, "opentsne_available", lambda: False)
+    monkeypatch.setattr(embed, "TSNE", Fake)
+    assert embed.tsne_2d(X[:12]).shape == (12, 2)
+    assert "init" in calls[-1] and calls[-1]["perplexity"] == pytest.approx(11 / 3)
+    with pytest.raises(ValueError, match="backend"):
+        embed.tsne_2d(X, backend="bhtsne")
+
+
+def test_run_embeds_with_schema_params(schema_params):
+    index = pool_index().assign(word=lambda d: [f"w{i % 7}" for i in range(len(d))])
+    layers = make_layers(n=len(index))
+    params = {**schema_params["embed"], "methods": ["pca"], "max_rows": 50}
+    table = analyses.run("embed", index, layers, model="m", span="word", pooling="mean",
+                         labels=["speaker"], params=params)
+    assert set(table["layer"]) == {"layer.0", "layer.1", "layer.2"}
+    assert (table["n_rows"] == 50).all() and list(table.columns[-2:]) == ["speaker", "word"]

@@ -25,12 +25,13 @@ SIM_COLUMNS = ["model_a", "layer_a", "model_b", "layer_b", "span", "pooling", "m
 PROBE_COLUMNS = ["model", "layer", "span", "pooling", "label", "probe", "metric", "value", "std",
                  "ci_low", "ci_high", "chance", "folds"]
 CONVEXITY_COLUMNS = ["model", "layer", "span", "pooling", "label", "class", "value", "sem",
-                     "n_pairs"]
-CLUSTER_COLUMNS = ["model", "layer", "span", "pooling", "label", "metric", "value", "k"]
+                     "n_pairs", "n_rows", "min_count", "max_classes"]
+CLUSTER_COLUMNS = ["model", "layer", "span", "pooling", "label", "metric", "value", "chance", "k",
+                   "n_rows"]
 CCA_COLUMNS = ["model", "layer", "span", "target", "metric", "value", "trial_min", "trial_max",
                "n_trials"]
 EMBED_COLUMNS = ["model", "layer", "span", "pooling", "method", "row", "x", "y",
-                 "explained_variance"]
+                 "explained_variance", "n_rows"]
 METRICS = ["cka_linear", "cka_rbf", "cka_debiased", "cosine", "mutual_knn", "svcca", "pwcca"]
 CORPUS, SPAN, POOLING = "demo", "utterance", "mean"
 BIG, SMALL = "hubert-large", "wav2vec2-small"  # 25 and 13 transformer layers
@@ -90,8 +91,10 @@ def synthetic_convexity(models=(BIG, SMALL), labels=("speaker", "gender", "accen
         for i, layer in enumerate(LAYERS[model]):
             for k, label in enumerate(labels):
                 v = 30 + 60 * _depth_curve(i, len(LAYERS[model]), 0.5 + 0.1 * k)
-                rows.append((model, layer, SPAN, POOLING, label, "__all__", v, 2.0, 1000))
-                rows.append((model, layer, SPAN, POOLING, label, "A", v - 5, 3.0, 300))
+                rows.append((model, layer, SPAN, POOLING, label, "__all__", v, 2.0, 1000, 5000,
+                             np.nan, np.nan))
+                rows.append((model, layer, SPAN, POOLING, label, "A", v - 5, 3.0, 300, 5000,
+                             np.nan, np.nan))
     return pd.DataFrame(rows, columns=CONVEXITY_COLUMNS)
 
 
@@ -99,12 +102,14 @@ def synthetic_clustering(models=(BIG, SMALL), labels=LABELS):
     rows = []
     for model in models:
         for i, layer in enumerate(LAYERS[model]):
-            for k, (label, n_classes) in enumerate(labels.items()):
+            for k, label in enumerate(labels):
                 for metric in ("nmi", "ari", "purity"):
                     v = 0.7 * _depth_curve(i, len(LAYERS[model]), 0.4 + 0.15 * k)
                     if label == "accent" and i == 3:
                         v = np.nan
-                    rows.append((model, layer, SPAN, POOLING, label, metric, v, n_classes))
+                    chance = 0.1 if metric != "ari" else 0.0
+                    rows.append((model, layer, SPAN, POOLING, label, metric, v, chance, 500,
+                                 2160))
     return pd.DataFrame(rows, columns=CLUSTER_COLUMNS)
 
 
@@ -154,7 +159,7 @@ def synthetic_embeddings(model=BIG, layers=("cnn.6", "layer.0", "layer.8", "laye
             rows.append(pd.DataFrame({
                 "model": model, "layer": layer, "span": SPAN, "pooling": POOLING,
                 "method": method, "row": np.arange(n), "x": xy[:, 0], "y": xy[:, 1],
-                "explained_variance": ev, "speaker": spk, "gender": gender}))
+                "explained_variance": ev, "n_rows": n, "speaker": spk, "gender": gender}))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -254,6 +259,12 @@ def test_layer_curves_panels_and_depth(tmp_path, tables):
     assert "relative depth" in axes[-1].get_xlabel()  # 25 vs 13 layers: relative by default
     assert axes[0].get_xlabel() == ""  # x labels only under the bottom panels
     assert max(ax.get_xlim()[1] for ax in axes) < 1.1
+    titles = {ax.get_title(): ax for ax in axes}
+    assert "convexity: accent · n = 5,000" in titles  # the rows behind the values
+    nmi = titles["clustering NMI: accent · n = 2,160"]
+    chance = [ln.get_ydata()[0] for ln in nmi.get_lines() if ln.get_linestyle() == "--"]
+    assert chance == pytest.approx([0.1])  # the clustering chance level, dashed
+    assert "probe accuracy: accent" in titles  # no n_rows column: no n
     plt.close(fig)
     check_png(path)
 
@@ -295,6 +306,7 @@ def test_embedding_grid(tmp_path):
     texts = [t.get_text() for t in legend.get_texts()]
     assert len(texts) == 11 and texts[-1].startswith("other")  # top 10 + other
     assert "explain" in plots.panel_axes(fig)[0].get_title()
+    assert "(n = 300 rows)" in fig._suptitle.get_text()
     assert n_panels(fig) == 3 * 5
     check_png(path)
     no_umap = emb[(emb["method"] != "umap") | (emb["layer"] != "layer.8")]

@@ -7,6 +7,8 @@ per (analysis, label or target) with a line per model, so that models compare di
 Bands: probes show their fold-based 95% interval (``ci_low``/``ci_high``, or ``value +- std``
 without one); CCA the range over its train/dev/test trials (``trial_min``/``trial_max``: a
 spread over splits, not a confidence interval); convexity ``value +- 1.96 sem``.
+Panels of tables with an ``n_rows`` column (convexity, clustering) say how many rows are
+behind the values.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ __all__ = ["CURVE_COLUMNS", "FAMILIES", "curve_table", "fixed_ylim", "layer_curv
            "panel_title"]
 
 #: Columns of :func:`curve_table`.
-CURVE_COLUMNS = ["family", "key", "metric", "model", "layer", "value", "low", "high", "chance"]
+CURVE_COLUMNS = ["family", "key", "metric", "model", "layer", "value", "low", "high", "chance",
+                 "n_rows"]
 
 #: Per analysis family: panel title prefix, y-axis label and fixed y range (None: auto).
 FAMILIES = {
@@ -53,7 +56,8 @@ def _curves(d: pd.DataFrame, family: str, key, metric, value, low=None, high=Non
         "layer": d["layer"].astype(str).to_numpy(), "value": np.asarray(value, dtype=float),
         "low": nan if low is None else np.asarray(low, dtype=float),
         "high": nan if high is None else np.asarray(high, dtype=float),
-        "chance": nan if chance is None else np.asarray(chance, dtype=float)})
+        "chance": nan if chance is None else np.asarray(chance, dtype=float),
+        "n_rows": _col(d, "n_rows")})
 
 
 def _with_variant(d: pd.DataFrame, base: pd.Series, variant: str, name: str) -> pd.Series:
@@ -118,7 +122,7 @@ def curve_table(tables: dict, *, span: str | None = None, pooling: str | None = 
         if len(d):
             key = _with_variant(d, d["label"].astype(str), "k", "k")
             parts.append(_curves(d, "clustering", key.to_numpy(), cluster_metric,
-                                 _col(d, "value")))
+                                 _col(d, "value"), chance=_col(d, "chance")))
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame(columns=CURVE_COLUMNS)
@@ -128,7 +132,8 @@ def curve_table(tables: dict, *, span: str | None = None, pooling: str | None = 
     # duplicates (e.g. several k for one label when unnamed) are averaged
     return (out.groupby(["family", "key", "metric", "model", "layer"], sort=False,
                         as_index=False)
-            .agg({"value": "mean", "low": "mean", "high": "mean", "chance": "mean"})
+            .agg({"value": "mean", "low": "mean", "high": "mean", "chance": "mean",
+                  "n_rows": "max"})
             [CURVE_COLUMNS])
 
 
@@ -237,7 +242,7 @@ def layer_curves(tables: dict, out: str | Path, *, corpus: str, span: str, pooli
             ax.axhline(np.nanmean(chance), color="0.25", linestyle="--", linewidth=1)
             has_chance = True
         ttl, ylabel = panel_title(fam, key, p["metric"].unique())
-        ax.set_title(ttl)
+        ax.set_title(" · ".join(filter(None, [ttl, style.n_label(p["n_rows"])])))
         ax.set_ylabel(ylabel)
         fixed_ylim(ax, FAMILIES[fam][2], p["value"])
         if relative_depth:

@@ -151,6 +151,7 @@ def embedding_grid(df: pd.DataFrame, out: str | Path, *, corpus: str, model: str
                               label=f"other: {other_what} ({counts[OTHER]})"))
     fig.legend(handles=handles, loc="outside right center", title=f"{label} (points)",
                frameon=False)
-    fig.suptitle(style.title(f"2-D embeddings coloured by {label}", corpus=corpus, model=model,
-                             span=span, pooling=pooling))
+    n = style.n_label(d["n_rows"] if "n_rows" in d.columns else [len(points)])
+    fig.suptitle(style.title(f"2-D embeddings coloured by {label} ({n} rows)", corpus=corpus,
+                             model=model, span=span, pooling=pooling))
     return style.finish(fig, out, return_fig=return_fig)

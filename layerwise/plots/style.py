@@ -49,6 +49,7 @@ __all__ = [
     "layer_tick_positions",
     "missing_patch",
     "model_colours",
+    "n_label",
     "new_figure",
     "panel_axes",
     "panel_grid",
@@ -213,6 +214,16 @@ def filter_rows(df: pd.DataFrame, **equal) -> pd.DataFrame:
             continue
         mask &= (df[col].astype(str) == str(val)).to_numpy()
     return df.loc[mask]
+
+
+def n_label(values) -> str:
+    """``"n = 5,000"`` (or ``"n = 4,800–5,000"`` when they differ) for the rows behind the
+    values of a panel, from an ``n_rows`` column; empty when there is none."""
+    n = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").dropna()
+    if n.empty:
+        return ""
+    lo, hi = int(n.min()), int(n.max())
+    return f"n = {hi:,}" if lo == hi else f"n = {lo:,}–{hi:,}"
 
 
 def qualitative(n: int) -> list:

@@ -124,9 +124,10 @@ def model_summary(tables: dict, out: str | Path, *, corpus: str, model: str,
         layer_axis(ax, order, xlabel=style.is_bottom(i, len(panels), ncols))
     handles = [Line2D([], [], color=colours[k], marker="o", markersize=3, label=k)
                for k in labels]
-    if any(f == "probe" and c["chance"].notna().any() for f, c, _ in label_curves):
+    with_chance = [f for f, c, _ in label_curves if c["chance"].notna().any()]
+    if with_chance:
         handles.append(Line2D([], [], color="0.3", linestyle="--",
-                              label="chance level (probes)"))
+                              label=f"chance level ({', '.join(with_chance)})"))
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6),
                    frameon=False, title="label / CCA target")

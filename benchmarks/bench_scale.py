@@ -1,0 +1,344 @@
+"""Benchmark of the analyses at the size of a real corpus: time, peak memory and growth.
+
+Why: the analyses must run on LibriSpeech dev-clean, not only on the demo. Its word span has
+54,000 rows (8,000 Zipf-distributed word types, 40 speakers) and its utterance span 2,703
+rows, for 13 layers x 768 of a base model (``--large``: 25 x 1024). Targets (issue 11): every
+analysis' peak memory within 4 GiB, and all analyses of one model within 15 minutes on 2 cores.
+
+Each analysis runs through the workflow's own entry point, ``layerwise.analyses.run``, with the
+schema defaults of its ``analysis:`` section, in a freshly spawned process that reads the pooled
+folder as the ``analyse`` rule does (``layerwise.pooled.read``, memory-mapped), so that its peak
+RSS (``VmHWM`` of that process, file pages it touched included) is its own. Inputs are
+synthetic pooled folders written once with ``layerwise.pooled.write``: each word row is a
+low-rank word-type vector plus a low-rank speaker vector plus isotropic noise, through layer
+maps that drift with depth (speaker weight falling, word weight rising), so clusters and class
+regions are neither perfect nor absent; an utterance row is the mean of its word rows.
+
+Figures (``bench <name> <value>``, one per line, on stdout; notes on stderr):
+
+* ``<analysis>_<span>_s``: wall seconds at full size; ``<analysis>_<span>_peak_gib``: peak RSS
+  of its process; ``<analysis>_<span>_growth``: log-log slope of the time between a quarter of
+  the rows and all of them (1 = linear, 2 = quadratic, 0 = bounded by a sample);
+  ``total_s``: the sum of the full-size times, beside ``target_total_s`` and
+  ``target_peak_gib``.
+* Side by side, in one process on the same ``max_rows`` (5,000) sampled word rows of the last
+  layer: ``tsne_opentsne_fft_s`` (``embed.tsne_2d``, what the analysis runs: openTSNE's FFT
+  gradient on one thread), ``tsne_sklearn_s`` (scikit-learn's Barnes-Hut, the fallback, with
+  OpenMP on every core) and ``tsne_sklearn_1thread_s``, and the ratios
+  ``tsne_opentsne_fft_vs_sklearn`` and ``..._1thread`` (< 1: openTSNE is faster); the same
+  for the k-NN graph of convexity, ``knn_sklearn_brute_s`` (``convexity.knn_graph``) against
+  ``knn_pynndescent_s`` (after a first call that compiles it, ``knn_pynndescent_first_s``), its
+  recall of the exact neighbours, and ``knn_pynndescent_vs_sklearn``. Arms whose package is not
+  installed are reported as such and skipped.
+
+The machine may be shared: targets are printed beside the figures, never asserted; quote the
+load average printed on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's layerwise and benchmarks
+
+from benchmarks.bench_analysis import bench, layer_maps, note, schema_defaults  # noqa: E402
+from layerwise import analyses, pooled, subsample  # noqa: E402
+
+MODEL, POOLING = "bench", "mean"
+CORPUS_LABELS = ("speaker", "gender")
+#: The analyses made to scale (the default set); the others need --all.
+SCALED = ("convexity", "clustering", "embed")
+SPANS = ("utterance", "word")
+TARGET_TOTAL_S, TARGET_PEAK_GIB = 15 * 60, 4
+COMPARE_ROWS, KNN_K = 5_000, 10
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Sizes of the synthetic corpus (dev-clean by default)."""
+
+    words: int = 54_000
+    utterances: int = 2_703
+    types: int = 8_000
+    speakers: int = 40
+    layers: int = 13
+    dim: int = 768
+
+    def scaled(self, words: int) -> Corpus:
+        """The same corpus with ``words`` word rows (utterances in proportion)."""
+        utterances = max(self.speakers, round(self.utterances * words / self.words))
+        return replace(self, words=words, utterances=min(utterances, words))
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+def make_indexes(corpus: Corpus, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pool indexes of the word and utterance spans, as ``pool.pool_index`` writes them."""
+    rng = np.random.default_rng([seed, 10])
+    lengths = 1 + rng.multinomial(corpus.words - corpus.utterances,
+                                  np.full(corpus.utterances, 1 / corpus.utterances))
+    utt = np.repeat(np.arange(corpus.utterances), lengths)
+    zipf = 1 / np.arange(1, corpus.types + 1)
+    word = np.array([f"w{w:04d}" for w in rng.choice(corpus.types, corpus.words,
+                                                     p=zipf / zipf.sum())])
+    start = 0.3 * (np.arange(corpus.words) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    speaker = np.arange(corpus.utterances) % corpus.speakers
+    labels = pd.DataFrame({"speaker": [f"spk{s:02d}" for s in speaker],
+                           "gender": np.where(speaker % 2, "M", "F")})
+    utt_ids = np.array([f"utt{u:04d}" for u in range(corpus.utterances)])
+    words = pd.DataFrame({"row": np.arange(corpus.words), "utt_id": utt_ids[utt],
+                          "start_s": np.round(start, 3), "end_s": np.round(start + 0.25, 3),
+                          "unit": word, "word": word})
+    words = pd.concat([words, labels.iloc[utt].reset_index(drop=True)], axis=1)
+    utterances = pd.DataFrame({"row": np.arange(corpus.utterances), "utt_id": utt_ids,
+                               "start_s": 0.0, "end_s": np.round(0.3 * lengths, 3), "unit": ""})
+    return words, pd.concat([utterances, labels], axis=1)
+
+
+def make_layers(words: pd.DataFrame, corpus: Corpus, seed: int) -> Iterator[np.ndarray]:
+    """Word-span layers, one at a time (float32): low-rank word + speaker vectors + noise."""
+    rng = np.random.default_rng([seed, 11])
+    word_code = np.unique(words["word"], return_inverse=True)[1]
+    speaker_code = np.unique(words["speaker"], return_inverse=True)[1]
+    word_maps, offsets = layer_maps(corpus.layers, corpus.dim, seed)
+    speaker_maps, _ = layer_maps(corpus.layers, corpus.dim, seed + 1)
+    word_latent = rng.standard_normal((word_code.max() + 1, word_maps.shape[1]), dtype=np.float32)
+    speaker_latent = rng.standard_normal((speaker_code.max() + 1, speaker_maps.shape[1]),
+                                         dtype=np.float32)
+    for i in range(corpus.layers):
+        depth = i / max(1, corpus.layers - 1)
+        X = rng.standard_normal((len(words), corpus.dim), dtype=np.float32)
+        X += (0.1 + 0.3 * depth) * (word_latent @ word_maps[i])[word_code]
+        X += (0.35 - 0.25 * depth) * (speaker_latent @ speaker_maps[i])[speaker_code]
+        X += offsets[i]
+        yield X
+
+
+def write_corpus(folder: Path, corpus: Corpus, seed: int) -> dict[str, Path]:
+    """Pooled folders ``{span: folder}`` of both spans (utterance rows: means of word rows)."""
+    words, utterances = make_indexes(corpus, seed)
+    codes = np.unique(words["utt_id"], return_inverse=True)[1]
+    counts = np.bincount(codes)
+    mean = sp.csr_matrix((1 / counts[codes], (codes, np.arange(len(codes)))))
+    names = [f"layer.{i}" for i in range(corpus.layers)]
+    pooled_utterances = []
+
+    def word_layers():
+        for name, X in zip(names, make_layers(words, corpus, seed), strict=True):
+            pooled_utterances.append(np.asarray(mean @ X, dtype=np.float32))
+            yield name, X
+
+    out = {"word": folder / "word-mean", "utterance": folder / "utterance-mean"}
+    pooled.write(out["word"], words, word_layers(), model=MODEL, span="word", pooling=POOLING)
+    pooled.write(out["utterance"], utterances, zip(names, pooled_utterances, strict=True),
+                 model=MODEL, span="utterance", pooling=POOLING)
+    return out
+
+
+# --------------------------------------------------------------------------- one analysis
+
+
+def run_analysis(folder: Path, name: str, jobs: int) -> dict:
+    """One analysis on one pooled folder, as the ``analyse`` rule runs it (in a fresh process)."""
+    sys.stderr = open(os.devnull, "w")  # the analyses' progress bars
+    index, layers = pooled.read(folder)
+    span = folder.name.split("-")[0]
+    start = time.perf_counter()
+    table = analyses.run(name, index, layers, model=MODEL, span=span, pooling=POOLING,
+                         labels=list(CORPUS_LABELS), params=schema_defaults()[name], seed=0,
+                         n_jobs=jobs)
+    wall = time.perf_counter() - start
+    return {"wall": wall, "peak_gib": peak_rss_gib(), "summary": summarise(name, table)}
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process since its exec (``VmHWM``).
+
+    ``ru_maxrss`` would not do: Linux carries the parent's peak over a spawn's fork and exec.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # not Linux
+
+
+def summarise(name: str, table: pd.DataFrame) -> str:
+    """A few values of the table (first and last layer), to show that they are not trivial."""
+    layers = sorted(table["layer"].unique(), key=lambda x: int(x.split(".")[1]))
+    ends = [layers[0], layers[-1]] if layers else []
+    if name == "convexity":
+        d = table[(table["class"] == "__all__") & table["layer"].isin(ends)]
+        return ", ".join(f"{r.label}@{r.layer} {r.value:.1f} (n={r.n_rows})"
+                         for r in d.itertuples())
+    if name == "clustering":
+        d = table[(table["metric"] == "nmi") & table["layer"].isin(ends)]
+        return ", ".join(f"NMI {r.label}@{r.layer} {r.value:.3f} (chance {r.chance:.3f}, "
+                         f"n={r.n_rows}, k={r.k})" for r in d.itertuples())
+    if "n_rows" in table.columns and len(table):
+        return f"{len(table)} table rows, n_rows {table['n_rows'].max()}"
+    return f"{len(table)} table rows"
+
+
+def in_fresh_process(fn, *args):
+    """``fn(*args)`` in a newly spawned process (its own peak RSS, nothing inherited)."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def fastest(folder: Path, name: str, jobs: int, repeat: int) -> dict:
+    """The run of least wall time among ``repeat`` fresh processes (a shared machine)."""
+    return min((in_fresh_process(run_analysis, folder, name, jobs) for _ in range(repeat)),
+               key=lambda res: res["wall"])
+
+
+def arm_analyses(folders: dict, quarter: dict, names: Sequence[str], spans: Sequence[str],
+                 jobs: int, repeat: int) -> list[str]:
+    lines, total = [], 0.0
+    for span in spans:
+        for name in names:
+            if name == "cca" and span not in analyses.CCA_SPANS:
+                continue
+            small = fastest(quarter[span], name, jobs, repeat)
+            full = fastest(folders[span], name, jobs, repeat)
+            note(f"{name} {span}: {full['wall']:.1f} s, peak {full['peak_gib']:.2f} GiB "
+                 f"(quarter: {small['wall']:.1f} s); {full['summary']}")
+            total += full["wall"]
+            lines += [bench(f"{name}_{span}_s", full["wall"]),
+                      bench(f"{name}_{span}_peak_gib", full["peak_gib"]),
+                      bench(f"{name}_{span}_growth",
+                            math.log(full["wall"] / small["wall"]) / math.log(4))]
+    return lines + [bench("total_s", total), bench("target_total_s", TARGET_TOTAL_S),
+                    bench("target_peak_gib", TARGET_PEAK_GIB)]
+
+
+# --------------------------------------------------------------------------- side by side
+
+
+def timed_s(fn, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - start, out
+
+
+def compare_backends(folder: Path, seed: int) -> dict[str, float | str]:
+    """t-SNE and k-NN implementations on the same sampled rows, in one process."""
+    from sklearn.neighbors import NearestNeighbors
+    from threadpoolctl import threadpool_limits
+
+    from layerwise import embed
+    from layerwise.convexity import knn_graph
+
+    index, layers = pooled.read(folder)
+    rows = subsample.rows(index, COMPARE_ROWS, seed, stratify=("utt_id", "word"))
+    X = np.ascontiguousarray(layers[list(layers)[-1]][rows])
+    out: dict[str, float | str] = {"compare_rows": len(X), "compare_dim": X.shape[1]}
+    out["knn_sklearn_brute_s"], _ = timed_s(knn_graph, X, k=KNN_K)
+    try:
+        import pynndescent
+    except ImportError:
+        out["pynndescent"] = "not installed (pip install pynndescent)"
+    else:
+        def nndescent():
+            return pynndescent.NNDescent(X, n_neighbors=KNN_K + 1, random_state=seed,
+                                         n_jobs=1).neighbor_graph[0][:, 1:]
+        out["knn_pynndescent_first_s"], _ = timed_s(nndescent)
+        out["knn_pynndescent_s"], approx = timed_s(nndescent)
+        exact = NearestNeighbors(n_neighbors=KNN_K, algorithm="brute").fit(X).kneighbors(
+            return_distance=False)
+        out["knn_pynndescent_recall"] = float(np.mean(
+            [len(set(a) & set(b)) / KNN_K for a, b in zip(approx, exact, strict=True)]))
+    out["tsne_sklearn_s"], _ = timed_s(embed.tsne_2d, X, seed=seed, backend="sklearn")
+    with threadpool_limits(limits=1):
+        out["tsne_sklearn_1thread_s"], _ = timed_s(embed.tsne_2d, X, seed=seed,
+                                                   backend="sklearn")
+    if embed.opentsne_available():
+        out["tsne_opentsne_fft_s"], _ = timed_s(embed.tsne_2d, X, seed=seed, backend="opentsne")
+    else:
+        out["opentsne"] = "not installed (pip install openTSNE)"
+    return out
+
+
+def arm_compare(folder: Path, seed: int) -> list[str]:
+    res = in_fresh_process(compare_backends, folder, seed)
+    note(f"side by side on {res['compare_rows']} sampled word rows of the last layer, one "
+         "process")
+    lines = []
+    for key, value in res.items():
+        if isinstance(value, str):
+            note(f"{key}: {value}")
+        else:
+            lines.append(bench(key, value))
+    if "knn_pynndescent_s" in res:
+        lines.append(bench("knn_pynndescent_vs_sklearn",
+                           res["knn_pynndescent_s"] / res["knn_sklearn_brute_s"]))
+    if "tsne_opentsne_fft_s" in res:
+        lines.append(bench("tsne_opentsne_fft_vs_sklearn",
+                           res["tsne_opentsne_fft_s"] / res["tsne_sklearn_s"]))
+        lines.append(bench("tsne_opentsne_fft_vs_sklearn_1thread",
+                           res["tsne_opentsne_fft_s"] / res["tsne_sklearn_1thread_s"]))
+    return lines
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--large", action="store_true", help="25 layers x 1024 (default 13 x 768)")
+    p.add_argument("--rows", type=int, default=Corpus.words,
+                   help="word rows (default 54,000; utterances in proportion): a quick check")
+    p.add_argument("--analyses", default=",".join(SCALED),
+                   help=f"comma-separated analyses (default: {','.join(SCALED)})")
+    p.add_argument("--all", action="store_true",
+                   help="every analysis (similarity and probes are slow or run out of memory "
+                        "at 54,000 rows today)")
+    p.add_argument("--spans", default=",".join(SPANS), help="comma-separated spans")
+    p.add_argument("--skip-compare", action="store_true", help="no side-by-side comparisons")
+    p.add_argument("--jobs", type=int, default=2, help="n_jobs of the analyses (rule threads)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs per analysis and size, the fastest kept (default 1)")
+    p.add_argument("--workdir", type=Path,
+                   help="folder for the pooled inputs (default: a temporary one, removed)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> list[str]:
+    args = parse_args(argv)
+    names = list(analyses.NAMES) if args.all else [n for n in args.analyses.split(",") if n]
+    unknown = sorted(set(names) - set(analyses.NAMES))
+    if unknown:
+        raise SystemExit(f"unknown analyses {unknown}; known: {', '.join(analyses.NAMES)}")
+    spans = [s for s in args.spans.split(",") if s]
+    base = Corpus(layers=25, dim=1024) if args.large else Corpus()
+    corpus = base.scaled(args.rows)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        note(f"{corpus}, {len(os.sched_getaffinity(0))} cores; writing pooled inputs to {tmp}")
+        folders = write_corpus(Path(tmp) / "full", corpus, args.seed)
+        quarter = write_corpus(Path(tmp) / "quarter", corpus.scaled(corpus.words // 4), args.seed)
+        lines = arm_analyses(folders, quarter, names, spans, args.jobs, args.repeat)
+        if not args.skip_compare:
+            lines += arm_compare(folders["word"], args.seed)
+    return lines
+
+
+if __name__ == "__main__":
+    main()
