@@ -26,6 +26,7 @@ from layerwise.similarity._intervals import (
 )
 from layerwise.similarity._parallel import _for_each_layer, _single_threaded_blas
 from layerwise.similarity._registry import METRICS, SYMMETRIC_METRICS, TABLE_COLUMNS
+from layerwise.similarity._sample import _sample_rows
 from layerwise.similarity._validation import (
     _BLOCK_ELEMENTS,
     FloatMatrix,
@@ -39,6 +40,7 @@ from layerwise.similarity._validation import (
     _row_sq_norms,
 )
 from layerwise.similarity.cca import _canonical, _n_kept, _projection_weights
+from layerwise.similarity.gram import EXACT_METRICS, _GramComputation
 from layerwise.similarity.neighbours import (
     _clamped_unit_rows,
     _knn_indices,
@@ -655,7 +657,8 @@ def _check_layers(layers: object, name: str) -> tuple[list[str], list[FloatMatri
         if not isinstance(key, str):
             raise ValueError(f"{name} keys must be layer names (str), got {key!r}")
         names.append(key)
-        mats.append(_check_matrix(value, f"{name}[{key!r}]"))
+        # float32 stays float32: the exact metrics read float64 chunks of rows
+        mats.append(_check_matrix(value, f"{name}[{key!r}]", as_float64=False))
     return names, mats
 
 
@@ -674,6 +677,7 @@ def similarity_table(
     rbf_threshold: float = 0.5,
     svcca_components: int | None = 20,
     groups: ArrayLike | None = None,
+    max_rows: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Every requested metric for every pair of layers, as a long table.
@@ -710,6 +714,11 @@ def similarity_table(
         PWCCA weights by ``layer_a``'s neurons (``pwcca(X_a, X_b)``).
     groups : array-like of shape (n_samples,), optional
         Cluster of each row (e.g. its utterance), resampled whole by the bootstrap.
+    max_rows : int, optional
+        At most this many rows for the metrics that need n x n matrices (``cka_rbf``,
+        ``mutual_knn``): a seeded sample stratified by ``groups``, the same rows for
+        every layer (and both models).  None: all rows.  The other metrics always use
+        every row.  ``n_rows`` says the rows behind each value.
     progress : bool, default=True
         Show a tqdm progress bar on stderr.
 
@@ -776,32 +785,60 @@ def similarity_table(
         raise ValueError(f"the layers need at least {min_rows} rows, got {n}")
     n_boot = _check_int(n_boot, "n_boot", low=0)
     seed = _check_int(seed, "seed", low=0)
-    if "mutual_knn" in metrics:
-        knn_k = _check_int(knn_k, "knn_k", low=1, high=n - 1)
     rbf_threshold = _check_real(rbf_threshold, "rbf_threshold", low=0.0, low_open=True)
     if svcca_components is not None:
         svcca_components = _check_int(svcca_components, "svcca_components", low=1)
     codes = _group_codes(groups, n)
 
+    if max_rows is not None:
+        max_rows = _check_int(max_rows, "max_rows", low=2)
+
     cross_model = layers_b is not None and model_a != model_b
     labels_a = [f"{model_a}:{name}" for name in names_a]
     labels_b = [f"{model_b}:{name}" for name in names_b]
-    per_row = {"cosine", "mutual_knn"} & set(metrics)
+    exact = [m for m in metrics if m in EXACT_METRICS]
+    sampled = [m for m in metrics if m not in EXACT_METRICS]
+    sample = _sample_rows(n, max_rows, groups, seed) if sampled else None
+    n_sample = n if sample is None else sample.size
+    if "mutual_knn" in sampled:
+        knn_k = _check_int(knn_k, "knn_k", low=1, high=n_sample - 1)
     halves = n_boot if _HALF_SAMPLED & set(metrics) else 0
     boots = n_boot if set(metrics) - _HALF_SAMPLED else 0
-    steps = len(mats_a) + len(mats_b or []) + 1 + boots + bool(per_row) + halves
+    steps = (len(mats_a) + len(mats_b or [])) * bool(sampled) + 1 + boots + 1 + halves
+    computations = []
     with tqdm(total=steps, desc=f"similarity {model_a} vs {model_b}", file=sys.stderr,
               disable=not progress, leave=False) as bar:
-        computation = _TableComputation(
-            mats_a, mats_b, labels_a, labels_b, list(metrics), n_boot=n_boot, seed=seed,
-            codes=codes, knn_k=knn_k, rbf_threshold=rbf_threshold,
-            svcca_components=svcca_components, cross_model=cross_model, bar=bar,
-        )
-        computation.run()
+        if exact:
+            computation = _GramComputation(
+                mats_a, mats_b, labels_a, labels_b, exact, n_boot=n_boot, seed=seed,
+                codes=codes, svcca_components=svcca_components, cross_model=cross_model,
+                bar=bar,
+            )
+            computation.run()
+            computations.append((computation, n))
+        if sampled:
+            def take(mats):
+                if mats is None:
+                    return None
+                rows = slice(None) if sample is None else sample
+                return [np.asarray(M[rows], dtype=np.float64) for M in mats]
+
+            sub_groups = None if groups is None or sample is None else np.asarray(groups)[sample]
+            computation = _TableComputation(
+                take(mats_a), take(mats_b), labels_a, labels_b, sampled, n_boot=n_boot,
+                seed=seed, codes=codes if sample is None else _group_codes(sub_groups, n_sample),
+                knn_k=knn_k, rbf_threshold=rbf_threshold, svcca_components=svcca_components,
+                cross_model=cross_model, bar=bar,
+            )
+            computation.run()
+            computations.append((computation, n_sample))
+    owner = {m: c for c, _ in computations for m in c.metrics}
+    rows_of = {m: k for c, k in computations for m in c.metrics}
 
     La, Lb = len(names_a), len(names_b)
     frames = []
     for metric in metrics:
+        computation = owner[metric]
         V = computation.values[metric]
         low, high = computation.interval(metric)
         undefined = int(np.isnan(V).sum())
@@ -826,7 +863,7 @@ def similarity_table(
                     "value": V.ravel(),
                     "ci_low": low.ravel(),
                     "ci_high": high.ravel(),
-                    "n_rows": np.full(La * Lb, n, dtype=np.int64),
+                    "n_rows": np.full(La * Lb, rows_of[metric], dtype=np.int64),
                 },
                 columns=list(TABLE_COLUMNS),
             )
