@@ -732,20 +732,18 @@ def similarity_table(
 
     Notes
     -----
-    Values equal the metric functions' (up to rounding), but are computed much
-    faster: per layer the centred data, its packed n x n Gram matrix and squared
-    distances, kNN index sets and row norms are computed once; the kernel metrics of
-    all layer pairs then come from one product of stacked packed kernels, SVCCA and
-    PWCCA from one small eigendecomposition per layer (of the smaller Gram matrix, as
-    scikit-learn's ``covariance_eigh`` PCA solver does) and a k x k SVD per pair.
-    Bootstrap replicates reuse these, weighting the distinct drawn rows by how often
-    they were drawn instead of rebuilding resampled matrices.  Per-layer work runs on
-    one thread per available CPU.  Memory grows as about ``L (8 n² + 16 n p)`` bytes
-    for ``L`` layers of ``n`` rows and width ``p`` (per layer: a packed n x n triangle
-    for the linear kernel and one for squared distances, a float64 copy and a centred
-    copy of the layer), plus working memory: 13 layers x 2,700 rows x 768 peaked at
-    2.0 GB, inputs included.  For many more rows, use :class:`StreamingGram` (linear
-    CKA) or subsample rows.  Each replicate adds about one packed triangle per layer.
+    Values equal the metric functions' (up to rounding).  ``cka_linear``,
+    ``cka_debiased``, ``cosine``, ``svcca`` and ``pwcca`` use every row and never an
+    n x n matrix (:mod:`layerwise.similarity.gram`): d x d cross-products of the layers
+    accumulated over chunks of rows (float32 layers are read as float64 chunks, not
+    copied), bootstrap replicates as the same sums weighted by how often each row's
+    cluster was drawn; time grows linearly in ``n`` and memory does not depend on it
+    beyond the inputs.  ``cka_rbf`` and ``mutual_knn`` run on the rows of ``max_rows``:
+    per layer its packed n x n squared distances and kNN index sets, the RBF kernels of
+    all layer pairs from one product of stacked packed kernels, replicates reweighting
+    the distinct drawn rows; memory about ``L (4 n² + 16 n p)`` bytes for ``n`` sampled
+    rows, plus one packed triangle per layer per replicate.  Per-layer work of the
+    sampled metrics runs on one thread per available CPU.
 
     Examples
     --------
