@@ -54,6 +54,25 @@ def test_cross_model_similarity_resamples_utterances_and_has_no_cosine(word_span
     assert (row.ci_low, row.ci_high) == pytest.approx(expected)
 
 
+def test_cross_model_rbf_and_knn_use_the_same_sample_of_aligned_rows(word_span):
+    """max_rows: the sample is drawn after alignment, on the aligned utterances, so both
+    models' rows are the same units; exact metrics keep every aligned row."""
+    index, layers = word_span
+    params = {"metrics": ["cka_linear", "cka_rbf", "mutual_knn"], "n_boot": 2, "knn_k": 3,
+              "max_rows": 50, "progress": False}
+    other = index.iloc[::-1].reset_index(drop=True)  # model b stores rows in another order
+    layers_b = {k: v[::-1] for k, v in layers.items()}
+    table = analyses.cross_similarity(index, layers, other, layers_b, model_a="a", model_b="b",
+                                      span="word", pooling="mean", params=params, seed=3)
+    n_rows = table.groupby("metric").n_rows.unique()
+    assert list(n_rows["cka_linear"]) == [120] and list(n_rows["cka_rbf"]) == [50]
+    assert list(n_rows["mutual_knn"]) == [50]
+    same = table[(table.layer_a == table.layer_b) & (table.metric != "mutual_knn")]
+    assert same.value.to_numpy() == pytest.approx(1.0)  # the same rows on both sides
+    knn = table[(table.layer_a == table.layer_b) & (table.metric == "mutual_knn")]
+    assert knn.value.to_numpy() == pytest.approx(1.0)
+
+
 def test_speaker_probe_folds_keep_utterances_whole(word_span, monkeypatch):
     index, layers = word_span
     seen = {}

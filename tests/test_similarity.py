@@ -311,7 +311,7 @@ def test_mutual_knn_matches_a_naive_loop(k, q, monkeypatch):
     Y = X[:, :4] + 0.7 * rng.standard_normal((70, 4))
     expected = mutual_knn_naive(X, Y, k, q)
     assert mutual_knn(X, Y, k=k, clamp_quantile=q) == pytest.approx(expected, abs=1e-12)
-    monkeypatch.setattr(sim, "_BLOCK_ELEMENTS", 200)  # many row blocks of 2 rows
+    monkeypatch.setattr(sim.neighbours, "_BLOCK_ELEMENTS", 200)  # many row blocks of 2 rows
     assert mutual_knn(X, Y, k=k, clamp_quantile=q) == pytest.approx(expected, abs=1e-12)
 
 
@@ -634,5 +634,9 @@ def test_table_accepts_float32_layers(layers):
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(sim, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 10 and result.failed == 0
+    attempted = 0
+    for module in (sim.cka, sim.neighbours, sim.cca, sim.streaming, sim.bootstrap, sim.table):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted > 10

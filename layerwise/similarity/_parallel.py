@@ -1,0 +1,52 @@
+"""Per-layer work on one thread per CPU, BLAS single-threaded."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from threadpoolctl import ThreadpoolController
+
+_THREADPOOLS: ThreadpoolController | None = None
+
+
+def _n_cpus() -> int:
+    """CPUs this process may run on (respects taskset / SLURM affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _single_threaded_blas():
+    """Context limiting BLAS to one thread.
+
+    Small factorisations (768 x 768 eigh, k x k SVDs) gain nothing from OpenBLAS
+    threads, and threads competing for busy cores made them 20x slower on a shared
+    node; per-layer work is parallelised over layers instead.
+    """
+    global _THREADPOOLS
+    if _THREADPOOLS is None:
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS.limit(limits=1, user_api="blas")
+
+
+def _for_each_layer(func: Callable[[int], None], n_layers: int, bar=None) -> None:
+    """Run ``func(i)`` for every layer, on one thread per CPU, BLAS single-threaded.
+
+    numpy's large operations (matmul, take, exp) release the GIL, so per-layer work
+    runs in parallel; one single-threaded GEMM per core is as fast as threaded GEMMs.
+    """
+    workers = min(_n_cpus(), n_layers)
+    if workers <= 1:  # one layer (e.g. bootstrap_ci): a thread pool would only add overhead
+        for i in range(n_layers):
+            func(i)
+            if bar is not None:
+                bar.update(1)
+        return
+    with _single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(func, range(n_layers)):
+            if bar is not None:
+                bar.update(1)
+

@@ -1,0 +1,166 @@
+"""Input validation, the warning for undefined values, and numerical building blocks."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+FloatMatrix = NDArray[np.float64]
+
+# Row blocks of n x n similarity matrices are sized to hold about this many float64
+# values (64 MiB), so that memory stays O(n * block) however large n is.  Up to
+# n = 2,896 the whole matrix is one block, and numpy computes Z Zᵀ as a symmetric
+# rank-k update (syrk), at half the cost of two blocks.
+_BLOCK_ELEMENTS = 1 << 23
+
+
+class UndefinedSimilarityWarning(UserWarning):
+    """A similarity is undefined for the given input; ``nan`` was returned instead."""
+
+
+# --------------------------------------------------------------------------------------
+# Validation (done once, at the public boundary)
+# --------------------------------------------------------------------------------------
+
+
+def _check_matrix(A: ArrayLike, name: str, *, as_float64: bool = True) -> np.ndarray:
+    """Return ``A`` as a finite 2-D float64 array, or raise ValueError naming ``name``.
+
+    ``as_float64=False`` keeps a float dtype (e.g. float32) as it is, to save a copy.
+    """
+    A = np.asarray(A)
+    if A.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must contain real numbers, got an array of dtype {A.dtype}")
+    if A.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_features), got shape {A.shape}"
+        )
+    if A.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one feature column, got shape {A.shape}")
+    if as_float64 or A.dtype.kind != "f":
+        A = A.astype(np.float64, copy=False)
+    if not np.isfinite(A).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return A
+
+
+def _check_pair(X: ArrayLike, Y: ArrayLike, *, min_samples: int = 2) -> tuple[FloatMatrix, ...]:
+    X = _check_matrix(X, "X")
+    Y = _check_matrix(Y, "Y")
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            "X and Y must have the same number of rows (one per matched sample), "
+            f"got {X.shape[0]} and {Y.shape[0]}"
+        )
+    if X.shape[0] < min_samples:
+        raise ValueError(f"X and Y need at least {min_samples} rows, got {X.shape[0]}")
+    return X, Y
+
+
+def _check_int(value: object, name: str, *, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        upper = "inf" if high is None else str(high)
+        raise ValueError(f"{name} must be in [{low}, {upper}], got {value}")
+    return int(value)
+
+
+def _check_real(
+    value: object,
+    name: str,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if math.isnan(value) or too_low or too_high:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return value
+
+
+def _undefined(message: str) -> float:
+    """Warn that a value is undefined and return nan (called directly by public metrics)."""
+    warnings.warn(message, UndefinedSimilarityWarning, stacklevel=3)
+    return math.nan
+
+
+# --------------------------------------------------------------------------------------
+# Shared numerical building blocks
+# --------------------------------------------------------------------------------------
+
+
+def _column_means(X: np.ndarray) -> np.ndarray:
+    """Column means in float64; a constant column's mean is exactly its value."""
+    means = X.mean(axis=0, dtype=np.float64)
+    # Edge case: the computed mean of a constant column can round (0.1 + 0.1 + 0.1 !=
+    # 0.3), which would leave ~1e-17 noise where there is no variance at all; with the
+    # exact value, centring gives exact zeros and "no variance" is detected exactly.
+    constant = (X == X[0]).all(axis=0)
+    means[constant] = X[0, constant]
+    return means
+
+
+def _centre(X: FloatMatrix) -> FloatMatrix:
+    """Subtract column means; constant columns become exact zeros."""
+    return X - _column_means(X)
+
+
+def _sq_norm(A: np.ndarray) -> float:
+    """Squared Frobenius norm."""
+    return float(np.vdot(A, A))
+
+
+def _row_sq_norms(A: FloatMatrix) -> np.ndarray:
+    return np.einsum("ij,ij->i", A, A)
+
+
+def _gram_to_sq_distances(G: FloatMatrix) -> FloatMatrix:
+    """Turn a Gram matrix ``G = Z Zᵀ`` into squared Euclidean distances, in place."""
+    sq = np.diag(G).copy()
+    G *= -2.0
+    G += sq[:, None]
+    G += sq[None, :]
+    # Edge cases: a row's distance to itself is exactly 0, and rounding may push the
+    # distance between (near-)identical rows slightly below 0.
+    np.fill_diagonal(G, 0.0)
+    np.maximum(G, 0.0, out=G)
+    return G
+
+
+def _double_centre(K: FloatMatrix) -> FloatMatrix:
+    """``H K H`` with ``H = I - 11ᵀ/n`` for a symmetric ``K``, in place."""
+    means = K.mean(axis=0)
+    K -= means[:, None]
+    K -= means[None, :]
+    K += means.mean()
+    return K
+
+
+def _unit_rows(X: FloatMatrix) -> FloatMatrix:
+    norms = np.linalg.norm(X, axis=1)
+    # Edge case: an all-zero row has no direction. It stays zero, so its cosine with any
+    # row is 0 (the convention of sklearn.metrics.pairwise.cosine_similarity).
+    norms[norms == 0.0] = 1.0
+    return X / norms[:, None]
+
+
+def _matched_cosines(X: FloatMatrix, Y: FloatMatrix, x_norms, y_norms) -> np.ndarray:
+    """``cos(x_i, y_i)`` for every row, given the row norms; 0 where a row is zero."""
+    dots = np.einsum("ij,ij->i", X, Y)
+    norms = x_norms * y_norms
+    # Edge case: as in _unit_rows, a zero row's cosine is 0 rather than 0/0.
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0.0)
+
+

@@ -1,0 +1,110 @@
+"""The exact metrics of all rows (layerwise.similarity.gram) against the n x n reference
+(_TableComputation), values and intervals, and the row sample of RBF CKA and mutual k-NN."""
+
+import numpy as np
+import pytest
+
+import layerwise.similarity as sim
+from layerwise.similarity import similarity_table
+from layerwise.similarity._sample import _sample_rows
+from layerwise.similarity.gram import EXACT_METRICS, _GramComputation
+
+EXACT = sorted(EXACT_METRICS)
+
+
+def _layers(n, dims, seed):
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n, 6)) * np.geomspace(3.0, 0.3, 6)
+    return [np.tanh(base @ rng.standard_normal((6, d))) + 0.2 * rng.standard_normal((n, d))
+            for d in dims]
+
+
+def _both(mats_a, mats_b, *, n_boot, seed, codes, svcca_components=3, cross_model=False):
+    labels_a = [f"a{i}" for i in range(len(mats_a))]
+    labels_b = labels_a if mats_b is None else [f"b{i}" for i in range(len(mats_b))]
+    common = {"n_boot": n_boot, "seed": seed, "codes": codes,
+              "svcca_components": svcca_components, "cross_model": cross_model}
+    new = _GramComputation(mats_a, mats_b, labels_a, labels_b, EXACT, **common)
+    ref = sim._TableComputation(mats_a, mats_b, labels_a, labels_b, EXACT, knn_k=4,
+                                rbf_threshold=0.5, **common)
+    new.run()
+    ref.run()
+    return new, ref
+
+
+@pytest.mark.parametrize("n, grouped, svcca_components, two", [
+    (60, False, 3, False),   # fewer rows than columns in half-samples (dual bases)
+    (60, True, 3, True),
+    (150, True, None, False),  # every direction of PWCCA, SVCCA by variance
+    (150, True, 5, True),
+])
+def test_exact_metrics_equal_the_reference(n, grouped, svcca_components, two):
+    mats_a = _layers(n, [5, 8, 8, 40], seed=1)
+    mats_b = _layers(n, [8, 7, 40], seed=2) if two else None
+    codes = sim._group_codes(np.arange(n) // 4, n) if grouped else None
+    new, ref = _both(mats_a, mats_b, n_boot=6, seed=3, codes=codes,
+                     svcca_components=svcca_components)
+    worst = 0.0
+    for metric in EXACT:
+        for got, want in [(new.values[metric], ref.values[metric]),
+                          (new.replicates[metric], ref.replicates[metric]),
+                          *zip(new.interval(metric), ref.interval(metric), strict=True)]:
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            worst = max(worst, float(np.nanmax(np.abs(got - want), initial=0.0)))
+    assert worst < 1e-9
+
+
+def test_exact_metrics_of_float32_and_flat_layers():
+    mats = _layers(80, [6, 6], seed=4)
+    mats.append(np.tile([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], (80, 1)))  # no variance
+    mats32 = [M.astype(np.float32) for M in mats]
+    codes = sim._group_codes(np.arange(80) // 5, 80)
+    new = _GramComputation(mats32, None, ["x", "y", "flat"], ["x", "y", "flat"], EXACT,
+                           n_boot=4, seed=0, codes=codes, svcca_components=3)
+    new.run()
+    ref = sim._TableComputation([M.astype(np.float64) for M in mats32], None,
+                                ["x", "y", "flat"], ["x", "y", "flat"], EXACT, n_boot=4,
+                                seed=0, codes=codes, knn_k=4, rbf_threshold=0.5,
+                                svcca_components=3)
+    ref.run()
+    for metric in EXACT:
+        np.testing.assert_allclose(new.values[metric], ref.values[metric], atol=1e-9,
+                                   equal_nan=True)
+        if metric != "cosine":  # a constant layer has cosines, not the rest
+            assert np.isnan(new.values[metric][2]).all() and np.isnan(new.values[metric][:, 2]).all()
+        assert new.problems[metric] == ref.problems[metric]
+
+
+def test_sample_rows_is_seeded_stratified_and_exact_in_size():
+    groups = np.repeat(np.arange(50), np.arange(1, 51))  # groups of 1..50 rows
+    n = groups.size
+    rows = _sample_rows(n, 300, groups, 7)
+    assert rows.size == 300 and np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(rows, _sample_rows(n, 300, groups, 7))
+    assert not np.array_equal(rows, _sample_rows(n, 300, groups, 8))
+    per_group = np.bincount(groups[rows], minlength=50)
+    expected = np.arange(1, 51) * 300 / n
+    assert np.all(np.abs(per_group - expected) < 1)
+    assert _sample_rows(n, n, groups, 0) is None and _sample_rows(n, None, groups, 0) is None
+    assert _sample_rows(n, 10, None, 0).size == 10
+
+
+def test_table_n_rows_says_the_rows_behind_each_value():
+    mats = _layers(120, [5, 6, 6], seed=5)
+    layers = {f"l{i}": M for i, M in enumerate(mats)}
+    groups = np.arange(120) // 6
+    kwargs = {"model_a": "m", "model_b": "m", "span": "s", "pooling": "p", "progress": False,
+              "knn_k": 4, "n_boot": 3, "groups": groups}
+    t = similarity_table(layers, metrics=["cka_linear", "cka_rbf", "mutual_knn", "svcca"],
+                         max_rows=50, **kwargs)
+    n_rows = t.groupby("metric").n_rows.unique().to_dict()
+    assert {m: list(v) for m, v in n_rows.items()} == {
+        "cka_linear": [120], "svcca": [120], "cka_rbf": [50], "mutual_knn": [50]}
+    rows = _sample_rows(120, 50, groups, 0)
+    sub = similarity_table({k: v[rows] for k, v in layers.items()},
+                           metrics=["cka_rbf", "mutual_knn"], **dict(kwargs, groups=groups[rows]))
+    got = t[t.metric.isin(["cka_rbf", "mutual_knn"])].reset_index(drop=True)
+    np.testing.assert_allclose(got[["value", "ci_low", "ci_high"]].to_numpy(),
+                               sub[["value", "ci_low", "ci_high"]].to_numpy(), atol=1e-12)
+    full = similarity_table(layers, metrics=["cka_rbf"], max_rows=120, **kwargs)
+    assert (full.n_rows == 120).all()
