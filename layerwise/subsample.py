@@ -18,7 +18,7 @@ and model is measured on the same rows. :func:`rows` chooses them from the pool 
 Cross-model pairs (similarity): align the two indexes first, then sample the aligned rows, so
 that both models get the same units::
 
-    ra, rb = analyses.align_rows(index_a, index_b)
+    ra, rb = analyses.align_rows(index_a, index_b, span="word")
     keep = subsample.rows(index_a.iloc[ra], max_rows, seed)
     X, Y = take(layers_a, ra[keep]), take(layers_b, rb[keep])
 

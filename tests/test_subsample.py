@@ -101,7 +101,7 @@ def test_cross_model_pair_gets_the_same_units():
     """The documented recipe: align both indexes, then sample the aligned rows."""
     index_a = word_index()
     index_b = index_a[index_a["utt_id"] != "u0007"].iloc[::-1].reset_index(drop=True)
-    ra, rb = analyses.align_rows(index_a, index_b)
+    ra, rb = analyses.align_rows(index_a, index_b, span="word")
     keep = subsample.rows(index_a.iloc[ra], 400, seed=0, stratify=("utt_id", "word"))
     units = ["utt_id", "start_s", "end_s"]
     pd.testing.assert_frame_equal(index_a[units].iloc[ra[keep]].reset_index(drop=True),
