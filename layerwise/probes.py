@@ -115,6 +115,19 @@ def _preprocessing(n_features: int, n_rows: int, max_dims: int | None, seed) -> 
     return steps
 
 
+def _preprocessor(pipeline: Pipeline, n_rows: int) -> Pipeline:
+    """A fresh copy of the steps before the classifier, its PCA no wider than ``n_rows``.
+
+    The PCA width is set for the outer training rows; an inner or early-stopping fold fits
+    it on fewer rows, and PCA cannot keep more components than it has rows.
+    """
+    preprocess = clone(Pipeline(pipeline.steps[:-1]))
+    if "pca" in preprocess.named_steps:
+        pca = preprocess.named_steps["pca"]
+        pca.set_params(n_components=min(pca.n_components, n_rows))
+    return preprocess
+
+
 def make_probe(
     probe: str = "logreg",
     *,
@@ -211,7 +224,7 @@ class InnerCVProbe(ClassifierMixin, BaseEstimator):
         for train, validation in self.cv:
             Z_train, Z_val = X[train], X[validation]
             if len(self.pipeline) > 1:
-                preprocess = clone(Pipeline(self.pipeline.steps[:-1]))
+                preprocess = _preprocessor(self.pipeline, len(train))
                 Z_train = preprocess.fit_transform(Z_train, y[train])
                 Z_val = preprocess.transform(Z_val)
             classifier = clone(self.pipeline.steps[-1][1]).set_params(warm_start=True)
@@ -257,7 +270,7 @@ class EarlyStoppedMLP(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         train, validation = self.split
         y = np.asarray(y)
-        preprocess = clone(Pipeline(self.pipeline.steps[:-1])) if len(self.pipeline) > 1 else None
+        preprocess = _preprocessor(self.pipeline, len(train)) if len(self.pipeline) > 1 else None
         mlp = clone(self.pipeline.steps[-1][1])
         Z_train, Z_val = X[train], X[validation]
         if preprocess is not None:

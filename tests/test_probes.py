@@ -254,3 +254,15 @@ def test_no_label_columns_gives_an_empty_table():
         model="m", span="word", pooling="mean", progress=False,
     )  # fmt: skip
     assert table.empty and tuple(table.columns) == PROBE_COLUMNS
+
+
+@pytest.mark.parametrize("probe", ["logreg", "mlp"])
+def test_pca_wider_than_an_inner_fold_is_capped(probe):
+    """Fewer outer-training rows than max_dims: the PCA width fits the outer rows, and an
+    inner (or early-stopping) fold has fewer still (the demo's 64 utterances, 512-dim cnn)."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat(["a", "b"], 32)
+    X = rng.standard_normal((64, 300)) + 2.0 * (labels == "a")[:, None]
+    groups = np.repeat(np.arange(16), 4)
+    result = scores(probe_scores(X, labels, probe=probe, groups=groups, max_dims=256))
+    assert result.loc["accuracy", "value"] > 0.9
