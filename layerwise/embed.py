@@ -9,8 +9,8 @@ is used only when the optional ``umap-learn`` package is installed.
 t-SNE and UMAP grow faster than the rows, so every method runs on one stated sample of at
 most ``max_rows`` rows (:func:`layerwise.subsample.rows`), the same for every layer and
 method. t-SNE runs through openTSNE on one thread, with its FFT-accelerated gradient from
-:data:`FFT_MIN_ROWS` rows on: at 5,000 word rows x 768 it measured 2.5 times faster than
-scikit-learn's Barnes-Hut on one thread, and 5.5 times faster than on two, whose OpenMP threads
+:data:`FFT_MIN_ROWS` rows on: at 5,000 word rows x 768 it measured 2.4 times faster than
+scikit-learn's Barnes-Hut on one thread, and 5.2 times faster than on two, whose OpenMP threads
 stall on a busy machine (``benchmarks/bench_scale.py`` compares them); scikit-learn's is the
 fallback when openTSNE is not installed.
 """
