@@ -17,7 +17,10 @@ regions are neither perfect nor absent; an utterance row is the mean of its word
 Figures (``bench <name> <value>``, one per line, on stdout; notes on stderr):
 
 * ``<analysis>_<span>_s``: wall seconds at full size; ``<analysis>_<span>_peak_gib``: peak RSS
-  of its process; ``<analysis>_<span>_growth``: log-log slope of the time between a quarter of
+  of its process (``VmHWM``: with the pages of the memory-mapped layers it touched, which the
+  kernel maps in 64 KiB runs, so reading sampled rows maps most of a layer);
+  ``..._peak_anon_gib``: the largest ``RssAnon`` (sampled every 50 ms), the memory it
+  allocates; ``<analysis>_<span>_growth``: log-log slope of the time between a quarter of
   the rows and all of them (1 = linear, 2 = quadratic, 0 = bounded by a sample);
   ``total_s``: the sum of the full-size times, beside ``target_total_s`` and
   ``target_peak_gib``.
@@ -43,6 +46,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -160,23 +164,52 @@ def run_analysis(folder: Path, name: str, jobs: int) -> dict:
     sys.stderr = open(os.devnull, "w")  # the analyses' progress bars
     index, layers = pooled.read(folder)
     span = folder.name.split("-")[0]
+    anon = AnonPeak()
     start = time.perf_counter()
-    table = analyses.run(name, index, layers, model=MODEL, span=span, pooling=POOLING,
-                         labels=list(CORPUS_LABELS), params=schema_defaults()[name], seed=0,
-                         n_jobs=jobs)
+    with anon:
+        table = analyses.run(name, index, layers, model=MODEL, span=span, pooling=POOLING,
+                             labels=list(CORPUS_LABELS), params=schema_defaults()[name],
+                             seed=0, n_jobs=jobs)
     wall = time.perf_counter() - start
-    return {"wall": wall, "peak_gib": peak_rss_gib(), "summary": summarise(name, table)}
+    return {"wall": wall, "peak_gib": status_gib("VmHWM"), "anon_gib": anon.peak,
+            "summary": summarise(name, table)}
 
 
-def peak_rss_gib() -> float:
-    """Peak resident memory of this process since its exec (``VmHWM``).
+def status_gib(field: str) -> float:
+    """A memory field of ``/proc/self/status`` in GiB (``VmHWM``: peak RSS since exec).
 
-    ``ru_maxrss`` would not do: Linux carries the parent's peak over a spawn's fork and exec.
+    ``ru_maxrss`` would not do for the peak: Linux carries the parent's peak over a spawn's
+    fork and exec.
     """
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 2**20  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # not Linux
+
+
+class AnonPeak:
+    """Largest ``RssAnon`` seen every 50 ms while the block runs: the memory the analysis
+    allocates, without the pages of the memory-mapped layers that ``VmHWM`` also counts
+    (clean file pages, which the kernel drops under pressure)."""
+
+    def __init__(self, every_s: float = 0.05):
+        self.every_s, self.peak = every_s, 0.0
+        self._stop = threading.Event()
+
+    def _watch(self):
+        while not self._stop.wait(self.every_s):
+            self.peak = max(self.peak, status_gib("RssAnon"))
+
+    def __enter__(self):
+        self.peak = status_gib("RssAnon")
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, status_gib("RssAnon"))
 
 
 def summarise(name: str, table: pd.DataFrame) -> str:
@@ -222,6 +255,7 @@ def arm_analyses(folders: dict, quarter: dict, names: Sequence[str], spans: Sequ
             total += full["wall"]
             lines += [bench(f"{name}_{span}_s", full["wall"]),
                       bench(f"{name}_{span}_peak_gib", full["peak_gib"]),
+                      bench(f"{name}_{span}_peak_anon_gib", full["anon_gib"]),
                       bench(f"{name}_{span}_growth",
                             math.log(full["wall"] / small["wall"]) / math.log(4))]
     return lines + [bench("total_s", total), bench("target_total_s", TARGET_TOTAL_S),

@@ -8,8 +8,10 @@ speech models and use it to prune layers.
 
 Procedure (per layer and label):
 
-1. Euclidean k-NN graph (``k=10``), exact (scikit-learn, brute force on BLAS), symmetrised
-   as the union of the directed edges, edge weight = Euclidean distance (:func:`knn_graph`).
+1. Euclidean k-NN graph (``k=10``), exact (scikit-learn: brute force on BLAS at layer
+   widths, a tree in few dimensions; ``benchmarks/bench_scale.py`` compares it with
+   pynndescent), symmetrised as the union of the directed edges, edge weight = Euclidean
+   distance (:func:`knn_graph`).
 2. Per class, up to ``max_pairs`` ordered pairs of distinct members: all pairs when there
    are at most that many; otherwise ``ceil(max_pairs / (m - 1))`` sources of the ``m``
    members, drawn without replacement, each paired with every other member (the last with
@@ -109,9 +111,7 @@ def knn_graph(X, *, k: int = 10) -> sp.csr_matrix:
             stacklevel=2,
         )
         k = X.shape[0] - 1
-    graph = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(X).kneighbors_graph(
-        mode="distance"
-    )
+    graph = NearestNeighbors(n_neighbors=k).fit(X).kneighbors_graph(mode="distance")
     graph = graph.astype(np.float64)
     graph.data = np.maximum(graph.data, np.finfo(np.float64).tiny)
     return sp.csr_matrix(graph.maximum(graph.T))

@@ -8,11 +8,11 @@ is used only when the optional ``umap-learn`` package is installed.
 
 t-SNE and UMAP grow faster than the rows, so every method runs on one stated sample of at
 most ``max_rows`` rows (:func:`layerwise.subsample.rows`), the same for every layer and
-method. t-SNE runs through openTSNE (one thread), with its FFT-accelerated gradient from
-:data:`FFT_MIN_ROWS` rows on: at 5,000 word rows x 768 it measured 2.5 times faster than
-scikit-learn's Barnes-Hut on one thread and 5.5 times faster than on two, whose OpenMP threads
-also stall on a busy machine (``benchmarks/bench_scale.py`` compares them); scikit-learn's is
-the fallback when openTSNE is not installed.
+method. t-SNE runs through openTSNE on one thread, with its FFT-accelerated gradient from
+:data:`FFT_MIN_ROWS` rows on: at 5,000 word rows x 768 it measured 2.4 times faster than
+scikit-learn's Barnes-Hut on one thread, and 5.2 times faster than on two, whose OpenMP threads
+stall on a busy machine (``benchmarks/bench_scale.py`` compares them); scikit-learn's is the
+fallback when openTSNE is not installed.
 """
 
 from __future__ import annotations
@@ -58,9 +58,11 @@ EMBED_COLUMNS = (
 METHODS = ("pca", "tsne", "umap")
 #: t-SNE implementations known to :func:`tsne_2d`.
 TSNE_BACKENDS = ("opentsne", "sklearn")
-#: From this many rows openTSNE's FFT gradient beats its Barnes-Hut one (the FFT's
-#: interpolation grid costs seconds whatever the rows: 5 s at 40 rows against 0.6 s).
-FFT_MIN_ROWS = 2_000
+#: From this many rows openTSNE's FFT gradient beats its Barnes-Hut one, whose cost grows
+#: faster; the FFT's interpolation grid costs seconds whatever the rows (measured on one
+#: thread: 5 s against 0.6 s at 40 rows, 9-11 s against 7-9 s at 2,703 utterance rows,
+#: 10-11 s against 18-19 s at 5,000 word rows of 768 dims).
+FFT_MIN_ROWS = 4_000
 
 _DEFAULT_LAYERS = ("first", "middle", "last")
 _TRANSFORMER_LAYER = re.compile(r"^layer\.(\d+)$")
