@@ -29,17 +29,8 @@ import numpy as np
 from scipy import linalg
 from tqdm import tqdm
 
-from layerwise.similarity._intervals import (
-    _BOUNDS,
-    _HALF_SAMPLED,
-    _UNBIASED_REPLICATES,
-    _basic_interval,
-    _bootstrap_weights,
-    _HalfSamples,
-    _percentile_interval,
-)
 from layerwise.similarity._parallel import _single_threaded_blas
-from layerwise.similarity._registry import SYMMETRIC_METRICS
+from layerwise.similarity._results import _MetricResults
 from layerwise.similarity.cca import _n_kept, _projection_weights
 
 #: Metrics computed exactly over all rows by this module.
@@ -98,33 +89,22 @@ def _weight_runs(c: np.ndarray, chunk: int):
             yield float(value), rows[start:start + chunk]
 
 
-class _GramComputation:
+class _GramComputation(_MetricResults):
     """Values and interval statistics of :data:`EXACT_METRICS`, same interface as
     :class:`~.table._TableComputation` (``values``, ``centres``, ``replicates``,
     ``problems``, ``interval``)."""
 
     def __init__(self, mats_a, mats_b, labels_a, labels_b, metrics, *, n_boot, seed, codes,
                  svcca_components, cross_model=False, bar=None) -> None:
-        self.same = mats_b is None
         self.cross_model = cross_model
-        self.labels_a, self.labels_b = labels_a, labels_b
-        self.metrics = metrics
         self.svcca_components = svcca_components
         self.bar = bar if bar is not None else tqdm(disable=True)
         width = sum(M.shape[1] for M in mats_a) + sum(M.shape[1] for M in mats_b or [])
         self.chunk = max(16, _CHUNK_ELEMENTS // width)
         self.side_a = _Layers(mats_a, self.chunk)
-        self.side_b = self.side_a if self.same else _Layers(mats_b, self.chunk)
-        self.n = self.side_a.n
-        bootstrapped = set(metrics) - _HALF_SAMPLED
-        self.weights = _bootstrap_weights(self.n, codes, n_boot if bootstrapped else 0, seed)
-        self.halves = _HalfSamples(self.n, codes, n_boot if set(metrics) & _HALF_SAMPLED else 0,
-                                   seed)
-        shape = (len(labels_a), len(labels_b))
-        self.values = {m: np.full(shape, np.nan) for m in metrics}
-        self.centres = {m: np.full(shape, np.nan) for m in metrics}
-        self.replicates = {m: np.full((n_boot, *shape), np.nan) for m in metrics}
-        self.problems: dict[str, set[str]] = {m: set() for m in metrics}
+        self.side_b = self.side_a if mats_b is None else _Layers(mats_b, self.chunk)
+        self._init_results(labels_a, labels_b, metrics, same=mats_b is None, n=self.side_a.n,
+                           n_boot=n_boot, seed=seed, codes=codes)
 
     # -- driver ------------------------------------------------------------------------
 
@@ -146,40 +126,7 @@ class _GramComputation:
         if "cosine" in self.metrics:
             self._cosine()
         self.bar.update(1)
-        if self.same:
-            upper = np.triu_indices(len(self.labels_a), 1)
-            for metric in SYMMETRIC_METRICS & set(self.metrics):
-                for V in (self.values[metric], self.centres[metric], *self.replicates[metric]):
-                    V.T[upper] = V[upper]
-
-    def interval(self, metric: str, level: float = 0.95):
-        """``(low, high)`` of shape (L_a, L_b), as :meth:`_TableComputation.interval`."""
-        if not len(self.replicates[metric]):
-            nan = np.full(self.values[metric].shape, np.nan)
-            return nan, nan.copy()
-        if metric in _HALF_SAMPLED:
-            return self.halves.interval(self.values[metric], self.replicates[metric], level,
-                                        bias=metric != "mutual_knn", bounds=_BOUNDS[metric])
-        if metric in _UNBIASED_REPLICATES:
-            return _percentile_interval(self.replicates[metric], level, _BOUNDS[metric])
-        return _basic_interval(self.centres[metric], self.replicates[metric], level,
-                               _BOUNDS[metric])
-
-    def _store(self, r, metric: str, V: np.ndarray, centre=None) -> None:
-        if metric not in self.values:
-            return
-        if r is not None:
-            self.replicates[metric][r] = V
-            return
-        self.values[metric] = V
-        self.centres[metric] = V if centre is None else centre
-
-    def _note(self, r, metric: str, bad_a, bad_b, reason: str) -> None:
-        bad = [self.labels_a[i] for i in np.flatnonzero(bad_a)]
-        if not self.same:
-            bad += [self.labels_b[i] for i in np.flatnonzero(bad_b)]
-        if r is None and bad and metric in self.problems:
-            self.problems[metric].add(f"{reason} ({', '.join(bad)})")
+        self._mirror()
 
     # -- linear CKA ----------------------------------------------------------------------
 

@@ -15,17 +15,12 @@ from scipy.linalg import blas
 from tqdm import tqdm
 
 from layerwise.similarity._intervals import (
-    _BOUNDS,
     _HALF_SAMPLED,
-    _UNBIASED_REPLICATES,
-    _basic_interval,
-    _bootstrap_weights,
     _group_codes,
-    _HalfSamples,
-    _percentile_interval,
 )
 from layerwise.similarity._parallel import _for_each_layer, _single_threaded_blas
-from layerwise.similarity._registry import METRICS, SYMMETRIC_METRICS, TABLE_COLUMNS
+from layerwise.similarity._registry import METRICS, TABLE_COLUMNS
+from layerwise.similarity._results import _MetricResults
 from layerwise.similarity._sample import _sample_rows
 from layerwise.similarity._validation import (
     _BLOCK_ELEMENTS,
@@ -424,24 +419,16 @@ def _biased_hsic(SA, MA, SB, MB, n, same):
     return cross, self_terms(SA, MA, mu_a), self_terms(SB, MB, mu_b)
 
 
-class _TableComputation:
-    """Values and interval statistics of every requested metric for every layer pair.
-
-    ``values[metric]`` (L_a, L_b) are the point estimates; ``centres[metric]`` the
-    statistic whose replicates are drawn (for the CKAs, CKA from the unbiased HSIC; else
-    the value); ``replicates[metric]`` (n_boot, L_a, L_b) its bootstrap replicates, or
-    for the metrics of :data:`_HALF_SAMPLED` its half-sample values.
-    ``problems[metric]`` collects why point estimates are nan.
-    """
+class _TableComputation(_MetricResults):
+    """Values and interval statistics of every requested metric for every layer pair (the
+    arrays of :class:`~._results._MetricResults`), from n × n kernels and neighbour lists."""
 
     def __init__(self, mats_a, mats_b, labels_a, labels_b, metrics, *, n_boot, seed, codes,
                  knn_k, rbf_threshold, svcca_components, cross_model=False, bar=None) -> None:
-        self.same = mats_b is None
+        self._init_results(labels_a, labels_b, metrics, same=mats_b is None,
+                           n=mats_a[0].shape[0], n_boot=n_boot, seed=seed, codes=codes)
         self.cross_model = cross_model
-        self.labels_a, self.labels_b = labels_a, labels_b
-        self.metrics = metrics
         self.families = {_FAMILY[m] for m in metrics}
-        self.n = mats_a[0].shape[0]
         self.knn_k = knn_k
         self.rbf_threshold = rbf_threshold
         self.svcca_components = svcca_components
@@ -450,15 +437,6 @@ class _TableComputation:
         self.side_a = _Side(mats_a, self.families, self.packing, knn_k, self.bar)
         self.side_b = (self.side_a if self.same
                        else _Side(mats_b, self.families, self.packing, knn_k, self.bar))
-        bootstrapped = set(metrics) - _HALF_SAMPLED
-        self.weights = _bootstrap_weights(self.n, codes, n_boot if bootstrapped else 0, seed)
-        self.halves = _HalfSamples(self.n, codes, n_boot if set(metrics) & _HALF_SAMPLED else 0,
-                                   seed)
-        shape = (len(labels_a), len(labels_b))
-        self.values = {m: np.full(shape, np.nan) for m in metrics}
-        self.centres = {m: np.full(shape, np.nan) for m in metrics}
-        self.replicates = {m: np.full((n_boot, *shape), np.nan) for m in metrics}
-        self.problems: dict[str, set[str]] = {m: set() for m in metrics}
 
     def run(self) -> None:
         # Bootstrap replicates first: the point estimate can then turn the stored squared
@@ -485,49 +463,13 @@ class _TableComputation:
             if "mutual_knn" in self.metrics:
                 self._knn_half(h, rows)
             self.bar.update(1)
-        if self.same:
-            upper = np.triu_indices(len(self.labels_a), 1)
-            for metric in SYMMETRIC_METRICS & set(self.metrics):
-                for V in (self.values[metric], self.centres[metric], *self.replicates[metric]):
-                    V.T[upper] = V[upper]  # one computation per unordered pair, both orders
-
-    def interval(self, metric: str, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-        """``(low, high)`` of shape (L_a, L_b); nan without replicates (see bootstrap_ci)."""
-        if not len(self.replicates[metric]):
-            nan = np.full(self.values[metric].shape, np.nan)
-            return nan, nan.copy()
-        if metric in _HALF_SAMPLED:
-            # mutual k-NN estimates its mean at n rows: no bias to remove
-            return self.halves.interval(self.values[metric], self.replicates[metric], level,
-                                        bias=metric != "mutual_knn", bounds=_BOUNDS[metric])
-        if metric in _UNBIASED_REPLICATES:
-            return _percentile_interval(self.replicates[metric], level, _BOUNDS[metric])
-        return _basic_interval(self.centres[metric], self.replicates[metric], level,
-                               _BOUNDS[metric])
+        self._mirror()
 
     def _pairs(self):
         """Layer pairs to compute: unordered (a <= b) for one set of layers, all for two."""
         for a in range(len(self.labels_a)):
             for b in range(a if self.same else 0, len(self.labels_b)):
                 yield a, b
-
-    def _store(self, r, metric: str, V: np.ndarray, centre: np.ndarray | None = None) -> None:
-        """Write a replicate (``r``) or the point estimate (``r`` None) of ``metric``."""
-        if metric not in self.values:
-            return
-        if r is not None:
-            self.replicates[metric][r] = V
-            return
-        self.values[metric] = V
-        self.centres[metric] = V if centre is None else centre
-
-    def _note(self, r, metric: str, bad_a, bad_b, reason: str) -> None:
-        """Record, for the point estimate, which layers make ``metric`` undefined."""
-        bad = [self.labels_a[i] for i in np.flatnonzero(bad_a)]
-        if not self.same:
-            bad += [self.labels_b[i] for i in np.flatnonzero(bad_b)]
-        if r is None and bad and metric in self.problems:
-            self.problems[metric].add(f"{reason} ({', '.join(bad)})")
 
     def _cka(self, r, rep: _Replicate, A: _KernelTerms, B: _KernelTerms, biased: str,
              unbiased: str | None, reason: str) -> None:
