@@ -164,3 +164,11 @@ def _matched_cosines(X: FloatMatrix, Y: FloatMatrix, x_norms, y_norms) -> np.nda
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0.0)
 
 
+def _cka_ratio(cross: np.ndarray, self_a: np.ndarray, self_b: np.ndarray) -> np.ndarray:
+    """``cross / sqrt(self_a ⊗ self_b)``, nan where a self-term is <= 0."""
+    root_a = np.sqrt(np.maximum(self_a, 0.0))
+    root_b = np.sqrt(np.maximum(self_b, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = cross / (root_a[:, None] * root_b[None, :])
+    out[~((self_a > 0.0)[:, None] & (self_b > 0.0)[None, :])] = np.nan
+    return out

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from layerwise.similarity._parallel import _single_threaded_blas
 from layerwise.similarity._results import _MetricResults
+from layerwise.similarity._validation import _cka_ratio
 from layerwise.similarity.cca import _n_kept, _projection_weights
 
 #: Metrics computed exactly over all rows by this module.
@@ -242,7 +243,7 @@ class _GramComputation(_MetricResults):
         self_b = self_a if self.same else self_term(B, a1B, a2B, totB, self_norms[1])
         if self.same:
             np.fill_diagonal(cross, self_a)
-        u = _ratio(cross, self_a, self_b)
+        u = _cka_ratio(cross, self_a, self_b)
         if r is not None:
             self._store(r, "cka_linear", u)
             self._store(r, "cka_debiased", u)
@@ -253,7 +254,7 @@ class _GramComputation(_MetricResults):
             # with all weights 1, n11 = ‖X_aᵀ Y_b‖² of the centred layers: biased HSIC · n²
             biased_a = self_norms[0][0]
             biased_b = self_norms[1][0]
-            self._store(r, "cka_linear", _ratio(n11.copy(), biased_a, biased_b), centre=u)
+            self._store(r, "cka_linear", _cka_ratio(n11.copy(), biased_a, biased_b), centre=u)
             self._note(r, "cka_linear", biased_a <= 0, biased_b <= 0, "all rows are identical")
 
     # -- SVCCA, PWCCA ----------------------------------------------------------------------
@@ -391,12 +392,3 @@ class _GramComputation(_MetricResults):
             self.values["cosine"][a, b] = self.centres["cosine"][a, b] = sums[a, b] / self.n
             self.replicates["cosine"][:, a, b] = reps[a, b]
 
-
-def _ratio(cross: np.ndarray, self_a: np.ndarray, self_b: np.ndarray) -> np.ndarray:
-    """``cross / sqrt(self_a ⊗ self_b)``, nan where a self-term is <= 0."""
-    root_a = np.sqrt(np.maximum(self_a, 0.0))
-    root_b = np.sqrt(np.maximum(self_b, 0.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = cross / (root_a[:, None] * root_b[None, :])
-    out[~((self_a > 0.0)[:, None] & (self_b > 0.0)[None, :])] = np.nan
-    return out

@@ -30,6 +30,7 @@ from layerwise.similarity._validation import (
     _check_int,
     _check_matrix,
     _check_real,
+    _cka_ratio,
     _gram_to_sq_distances,
     _matched_cosines,
     _row_sq_norms,
@@ -385,16 +386,6 @@ def _top_singular(B: FloatMatrix, n_components: int | None):
     if dual:
         return V, s, (B.T @ V / s).T
     return B @ V / s, s, V.T
-
-
-def _cka_ratio(cross: np.ndarray, self_a: np.ndarray, self_b: np.ndarray) -> np.ndarray:
-    """``cross / sqrt(self_a ⊗ self_b)``, nan where a self-term is <= 0."""
-    root_a = np.sqrt(np.maximum(self_a, 0.0))
-    root_b = np.sqrt(np.maximum(self_b, 0.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = cross / (root_a[:, None] * root_b[None, :])
-    out[~((self_a > 0.0)[:, None] & (self_b > 0.0)[None, :])] = np.nan
-    return out
 
 
 def _biased_hsic(SA, MA, SB, MB, n, same):
