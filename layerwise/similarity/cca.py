@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import linalg
 
 from layerwise.similarity._validation import (
     FloatMatrix,
@@ -460,3 +461,16 @@ def projected_pwcca(
     return float(_morcos_weights(H.T @ _centre(neurons)) @ rho)
 
 
+def _top_eigen(C: FloatMatrix, n_components: int | None):
+    """``(s, V)``: square roots of the top ``n_components`` (None: all) eigenvalues of the
+    PSD matrix ``C`` (overwritten) and their eigenvectors, numerically null ones dropped;
+    None when ``C`` has no positive eigenvalue."""
+    size = C.shape[0]
+    k = size if n_components is None else min(n_components, size)
+    lam, V = linalg.eigh(C, subset_by_index=[size - k, size - 1], overwrite_a=True,
+                         check_finite=False)
+    lam, V = lam[::-1], V[:, ::-1]
+    if lam[0] <= 0.0:
+        return None
+    keep = lam > lam[0] * size * np.finfo(np.float64).eps
+    return np.sqrt(lam[keep]), V[:, keep]

@@ -26,13 +26,12 @@ with ``M1 = Xᵀ diag(c) Y``, ``M2 = Xᵀ diag(c²) Y``, ``S_k = Σ_i c_i^k ‖x
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
 from tqdm import tqdm
 
 from layerwise.similarity._parallel import _single_threaded_blas
 from layerwise.similarity._results import _MetricResults
 from layerwise.similarity._validation import _cka_ratio
-from layerwise.similarity.cca import _n_kept, _projection_weights
+from layerwise.similarity.cca import _n_kept, _projection_weights, _top_eigen
 
 #: Metrics computed exactly over all rows by this module.
 EXACT_METRICS = frozenset({"cka_linear", "cka_debiased", "cosine", "svcca", "pwcca"})
@@ -281,17 +280,11 @@ class _GramComputation(_MetricResults):
                     Bm = side.rows(a, rows[start:start + self.chunk]) - mean
                     C += Bm.T @ Bm
                 Bm = None
-            size = C.shape[0]
-            k = size if k_opt is None else min(k_opt, size)
-            lam, V = linalg.eigh(C, subset_by_index=[size - k, size - 1], overwrite_a=True,
-                                 check_finite=False)
-            lam, V = lam[::-1], V[:, ::-1]
-            if lam[0] <= 0.0:
+            top = _top_eigen(C, k_opt)
+            if top is None:
                 out.append(None)
                 continue
-            keep = lam > lam[0] * size * np.finfo(np.float64).eps
-            s = np.sqrt(lam[keep])
-            V = V[:, keep]
+            s, V = top
             if Bm is not None:  # dual: V holds U
                 out.append((mean, (Bm.T @ V / s), s, V))
             else:

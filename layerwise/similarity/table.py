@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from scipy import linalg
 from scipy.linalg import blas
 from tqdm import tqdm
 
@@ -35,7 +34,7 @@ from layerwise.similarity._validation import (
     _matched_cosines,
     _row_sq_norms,
 )
-from layerwise.similarity.cca import _canonical, _n_kept, _projection_weights
+from layerwise.similarity.cca import _canonical, _n_kept, _projection_weights, _top_eigen
 from layerwise.similarity.gram import EXACT_METRICS, _GramComputation
 from layerwise.similarity.neighbours import (
     _clamped_unit_rows,
@@ -372,17 +371,10 @@ def _top_singular(B: FloatMatrix, n_components: int | None):
     smaller ones are dropped as numerically null.  None when ``B`` has no variance.
     """
     dual = B.shape[0] < B.shape[1]
-    C = B @ B.T if dual else B.T @ B
-    size = C.shape[0]
-    k = size if n_components is None else min(n_components, size)
-    lam, V = linalg.eigh(C, subset_by_index=[size - k, size - 1], overwrite_a=True,
-                         check_finite=False)
-    lam, V = lam[::-1], V[:, ::-1]
-    if lam[0] <= 0.0:
+    top = _top_eigen(B @ B.T if dual else B.T @ B, n_components)
+    if top is None:
         return None
-    keep = lam > lam[0] * size * np.finfo(np.float64).eps
-    s = np.sqrt(lam[keep])
-    V = V[:, keep]
+    s, V = top
     if dual:
         return V, s, (B.T @ V / s).T
     return B @ V / s, s, V.T
