@@ -340,20 +340,3 @@ def select_layers(layers: Sequence[LayerInfo], spec: Sequence[str]) -> list[str]
             raise ValueError(f"extract.layers: layer {item!r} does not exist ({', '.join(names)})")
         chosen.update(group)
     return [n for n in names if n in chosen]
-
-
-def layer_table(model_dir: str, *, revision: str | None, layers: Sequence[str],
-                frames: Sequence[str]):
-    """The extracted layers of a model as a table: name, kind, frame_rate_hz, dim, storage,
-    first_centre_s, receptive_field_s."""
-    import pandas as pd
-
-    infos = describe(model_dir, revision=revision)
-    names = select_layers(infos, layers)
-    framed = set(select_layers(infos, frames))
-    return pd.DataFrame(
-        [(i.name, i.kind, i.frame_rate_hz, i.dim, "frames" if i.name in framed else "mean",
-          i.first_centre_s, i.receptive_field_s) for i in infos if i.name in names],
-        columns=["name", "kind", "frame_rate_hz", "dim", "storage", "first_centre_s",
-                 "receptive_field_s"],
-    )
