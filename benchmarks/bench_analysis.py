@@ -53,7 +53,7 @@ import pandas as pd
 import yaml
 
 from layerwise import analyses
-from layerwise.similarity import StreamingGram, cka_linear
+from layerwise.analyses.similarity import StreamingGram, cka_linear
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas/config.schema.yaml"

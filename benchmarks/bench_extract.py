@@ -1,4 +1,4 @@
-"""Benchmark of ``layerwise.extract.extract_shard``: what does the pipeline cost beyond the model?
+"""Benchmark of ``layerwise.extract.features.extract_shard``: what does the pipeline cost beyond the model?
 
 Why: extraction is the one expensive step of the workflow, so its plumbing (audio decoding,
 batching, hooks, float16 conversion, HDF5 writes) must cost little next to the model itself,
@@ -42,8 +42,9 @@ import soundfile as sf
 import torch
 import transformers
 
-from layerwise import audio, corpus, devices, encoders, extract, models, shards
-from layerwise.tables import read_tsv
+from layerwise.extract import devices, encoders, features, models
+from layerwise.ingest import audio, corpus, shards
+from layerwise.io.tables import read_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "resources/demo/LibriSpeech/dev-clean"
@@ -139,7 +140,7 @@ def load_encoder(settings: Settings) -> encoders.SpeechEncoder:
 def plan(enc: encoders.SpeechEncoder, table: pd.DataFrame, batch_seconds: float
          ) -> tuple[list[str], list[list[int]]]:
     """Utterance order and batches exactly as ``extract_shard`` makes them."""
-    table, batches = extract.batch_order(enc, table, batch_seconds)
+    table, batches = features.batch_order(enc, table, batch_seconds)
     return list(table["utt_id"]), batches
 
 
@@ -196,7 +197,7 @@ def arm_extract(data: Corpus, settings: Settings, out: Path, *,
     """Timing of one end-to-end ``extract_shard`` call, and the bytes of the file it wrote."""
     out.unlink(missing_ok=True)
     t, _ = timed(
-        settings.device, extract.extract_shard, data.table_path, out,
+        settings.device, features.extract_shard, data.table_path, out,
         out.with_suffix(".rejected.tsv"), model_dir=str(settings.model_dir), source=MODEL,
         layers=settings.layers, frames=settings.frames, dtype="float16",
         device=str(settings.device), compression=settings.compression, progress=False,

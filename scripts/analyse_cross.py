@@ -1,7 +1,8 @@
 """Snakemake adapter: similarity of every layer of model A with every layer of model B."""
 
-from layerwise import analyses, logs, pooled
-from layerwise.tables import write_tsv
+from layerwise import analyses, logs
+from layerwise.io import pooled
+from layerwise.io.tables import write_tsv
 
 log = logs.to_file(snakemake.log[0], threads=snakemake.threads)
 w = snakemake.wildcards

@@ -1,7 +1,8 @@
 """Snakemake adapter: decode one shard's files to 16 kHz mono WAV."""
 
-from layerwise import logs, shards
-from layerwise.tables import read_tsv
+from layerwise import logs
+from layerwise.ingest import shards
+from layerwise.io.tables import read_tsv
 
 log = logs.to_file(snakemake.log[0])
 a = snakemake.params.audio

@@ -1,6 +1,7 @@
 """Snakemake adapter: scan the corpus into manifest.tsv (+ alignments, rejections)."""
 
-from layerwise import corpus, logs
+from layerwise import logs
+from layerwise.ingest import corpus
 
 log = logs.to_file(snakemake.log[0])
 result = corpus.scan(snakemake.params.corpus, hf_audio_dir=snakemake.params.hf_audio_dir)

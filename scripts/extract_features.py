@@ -1,10 +1,11 @@
 """Snakemake adapter: every layer of one model over one audio shard into one HDF5 file."""
 
-from layerwise import extract, logs
+from layerwise import logs
+from layerwise.extract import features
 
 log = logs.to_file(snakemake.log[0], threads=snakemake.threads)
 p = dict(snakemake.params.extract)
-summary = extract.extract_shard(
+summary = features.extract_shard(
     snakemake.input.table,
     snakemake.output.h5,
     snakemake.output.rejected,

@@ -1,7 +1,7 @@
 """Snakemake adapter: model A layers x model B layers heatmaps."""
 
 from layerwise import logs, plots
-from layerwise.tables import read_tsv
+from layerwise.io.tables import read_tsv
 
 logs.to_file(snakemake.log[0])
 w = snakemake.wildcards

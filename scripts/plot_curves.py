@@ -1,7 +1,7 @@
 """Snakemake adapter: probe / convexity / CCA / NMI curves, one line per model."""
 
 from layerwise import logs, plots
-from layerwise.tables import read_tables
+from layerwise.io.tables import read_tables
 
 logs.to_file(snakemake.log[0])
 w = snakemake.wildcards

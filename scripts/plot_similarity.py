@@ -1,7 +1,7 @@
 """Snakemake adapter: layer x layer heatmaps of every similarity metric for one model."""
 
 from layerwise import logs, plots
-from layerwise.tables import read_tsv
+from layerwise.io.tables import read_tsv
 
 logs.to_file(snakemake.log[0])
 w = snakemake.wildcards

@@ -1,7 +1,7 @@
 """Snakemake adapter: the one-page summary of one model."""
 
 from layerwise import logs, plots
-from layerwise.tables import read_tables
+from layerwise.io.tables import read_tables
 
 logs.to_file(snakemake.log[0])
 span, pooling = snakemake.params.span_pooling.split("-")

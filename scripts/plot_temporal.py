@@ -1,8 +1,9 @@
 """Snakemake adapter: frame self-similarity and the trajectory GIF of one utterance."""
 
-from layerwise import logs, store
+from layerwise import logs
+from layerwise.io import store
+from layerwise.io.tables import read_tsv
 from layerwise.plots import temporal_figures
-from layerwise.tables import read_tsv
 
 logs.to_file(snakemake.log[0])
 temporal_figures(store.open(snakemake.input.features), read_tsv(snakemake.input.alignments,

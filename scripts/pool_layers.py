@@ -2,8 +2,9 @@
 
 from tqdm.auto import tqdm
 
-from layerwise import logs, pool, pooled, store
-from layerwise.tables import read_tsv
+from layerwise import logs, pool
+from layerwise.io import pooled, store
+from layerwise.io.tables import read_tsv
 
 log = logs.to_file(snakemake.log[0])
 w = snakemake.wildcards

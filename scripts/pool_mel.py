@@ -3,8 +3,10 @@
 import numpy as np
 import pandas as pd
 
-from layerwise import cca_targets, logs, pooled
-from layerwise.tables import read_tsv
+from layerwise import logs
+from layerwise.analyses import cca_targets
+from layerwise.io import pooled
+from layerwise.io.tables import read_tsv
 
 log = logs.to_file(snakemake.log[0])
 index = pooled.read_index(snakemake.input.pooled)

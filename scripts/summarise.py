@@ -1,6 +1,7 @@
 """Snakemake adapter: merge every job's rejections into rejected.tsv and write summary.txt."""
 
-from layerwise import logs, summary
+from layerwise import logs
+from layerwise.ingest import summary
 
 log = logs.to_file(snakemake.log[0])
 text = summary.summarise(

@@ -29,7 +29,7 @@ def speechlike(n_samples: int, seed: int, sr: int = 16000) -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A random tiny wav2vec2 (group norm) saved with save_pretrained, as users' folders are."""
-    from layerwise import models
+    from layerwise.extract import models
 
     out = tmp_path_factory.mktemp("models") / "tiny-wav2vec2"
     models.prepare("random:tiny-wav2vec2", out)
@@ -51,19 +51,19 @@ def wav_table(tmp_path_factory):
 
 def run_extract(table, tmp, name, model_dir, *, device="cpu", **kw):
     """``extract_shard`` over ``table``; the opened store and the summary."""
-    from layerwise import extract, store
-
+    from layerwise.extract import features
+    from layerwise.io import store
     tsv = tmp / f"{name}.tsv"
     table.to_csv(tsv, sep="\t", index=False)
     out = tmp / f"{name}.h5"
-    summary = extract.extract_shard(tsv, out, tmp / f"{name}.rejected.tsv", model_dir=str(model_dir),
+    summary = features.extract_shard(tsv, out, tmp / f"{name}.rejected.tsv", model_dir=str(model_dir),
                                     source="test", device=device, progress=False, **kw)
     return store.open(out), summary
 
 
 def tiny_presets() -> list[str]:
     """Every ``random:tiny-*`` preset: one per architecture family."""
-    from layerwise import models
+    from layerwise.extract import models
 
     return sorted(p for p in models.PRESETS if p.startswith("tiny-"))
 

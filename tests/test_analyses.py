@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from layerwise import analyses
-from layerwise.similarity import UndefinedSimilarityWarning, bootstrap_ci
+from layerwise.analyses.similarity import UndefinedSimilarityWarning, bootstrap_ci
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_speaker_probe_folds_keep_utterances_whole(word_span, monkeypatch):
         seen.update(kwargs)
         return pd.DataFrame()
 
-    monkeypatch.setattr("layerwise.probes.probe_table", probe_table)
+    monkeypatch.setattr("layerwise.analyses.probes.probe_table", probe_table)
     analyses.run("probes", index, layers, model="m", span="word", pooling="mean",
                  labels=["speaker"], params={"group": "speaker", "fallback_group": "utt_id"})
     assert seen["group"] == "speaker" and seen["fallback_group"] == "utt_id"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from layerwise import atomic
+from layerwise.io import atomic
 
 
 def _dead_pid() -> int:
@@ -33,7 +33,7 @@ def test_only_dead_processes_of_this_host_lose_their_files(tmp_path, caplog):
     other_output = tmp_path / f".shard-001.h5.tmp-{host}-{_dead_pid()}"
     for p in (dead, live, other_host, other_output):
         p.write_bytes(b"partial")
-    with caplog.at_level(logging.WARNING, logger="layerwise.atomic"):
+    with caplog.at_level(logging.WARNING, logger="layerwise.io.atomic"):
         tmp = atomic.temp_path(out)
     assert not dead.exists()
     assert live.exists() and other_host.exists() and other_output.exists()

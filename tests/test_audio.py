@@ -1,4 +1,4 @@
-"""layerwise.audio on files the tests write: good ones in many formats, and bad ones."""
+"""layerwise.ingest.audio on files the tests write: good ones in many formats, and bad ones."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 from conftest import speechlike
 
-from layerwise import audio
+from layerwise.ingest import audio
 
 
 def test_stereo_44k_is_averaged_and_resampled(tmp_path):

@@ -1,4 +1,4 @@
-"""Intervals of layerwise.similarity, tested by their coverage in simulation.
+"""Intervals of layerwise.analyses.similarity, tested by their coverage in simulation.
 
 An interval is checked by how often it covers a population value known independently of the
 package (closed forms for Gaussian data, written here), never by ``low < value < high``.
@@ -15,8 +15,8 @@ import warnings
 import numpy as np
 import pytest
 
-import layerwise.similarity as sim
-from layerwise.similarity import (
+import layerwise.analyses.similarity as sim
+from layerwise.analyses.similarity import (
     METRICS,
     UndefinedSimilarityWarning,
     bootstrap_ci,

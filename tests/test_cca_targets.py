@@ -9,8 +9,8 @@ import pytest
 from conftest import speechlike
 from sklearn.model_selection import train_test_split
 
-from layerwise import cca_targets
-from layerwise.similarity import pwcca
+from layerwise.analyses import cca_targets
+from layerwise.analyses.similarity import pwcca
 
 
 def _labels(n, c, rng):

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import entropy
 from sklearn.metrics import mutual_info_score, normalized_mutual_info_score
 
-from layerwise.clustering import (
+from layerwise.analyses.clustering import (
     CLUSTERING_COLUMNS,
     cluster_scores,
     clustering_table,

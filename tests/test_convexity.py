@@ -8,8 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerwise import analyses, convexity, subsample
-from layerwise.convexity import CONVEXITY_COLUMNS, convexity_table, graph_convexity, knn_graph
+from layerwise import analyses
+from layerwise.analyses import convexity, subsample
+from layerwise.analyses.convexity import (
+    CONVEXITY_COLUMNS,
+    convexity_table,
+    graph_convexity,
+    knn_graph,
+)
 
 
 def by_class(result: pd.DataFrame) -> dict[str, float]:

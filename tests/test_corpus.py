@@ -1,4 +1,4 @@
-"""layerwise.corpus and layerwise.alignments: every source, labels, limits and stable shards."""
+"""layerwise.ingest.corpus and layerwise.ingest.alignments: every source, labels, limits and stable shards."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import soundfile as sf
 from conftest import speechlike
 from corpora import librispeech_tree
 
-from layerwise import alignments, corpus
+from layerwise.ingest import alignments, corpus
 
 
 def test_librispeech_scan_labels_and_rejections(tmp_path):

@@ -24,7 +24,7 @@ import soundfile as sf  # noqa: E402
 import soxr  # noqa: E402
 import torch  # noqa: E402
 
-from layerwise.ct2 import (  # noqa: E402
+from layerwise.extract.ct2 import (  # noqa: E402
     MAX_REL_L2,
     MIN_FRAME_COSINE,
     SOURCE_RECORD,
@@ -243,7 +243,7 @@ def test_encoder_matches_ctranslate2(whisper):
     assert metrics["rel_l2"] <= MAX_REL_L2
     assert metrics["min_frame_cosine"] >= MIN_FRAME_COSINE
     assert metrics["ok"]
-    # The caveat in layerwise.ct2's docstring: the last entry is after the final layer norm.
+    # The caveat in layerwise.extract.ct2's docstring: the last entry is after the final layer norm.
     assert len(out.hidden_states) == whisper.hf.config.encoder_layers + 1
     assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
 

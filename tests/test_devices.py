@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from layerwise import devices
+from layerwise.extract import devices
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import pytest
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
-from layerwise import analyses, embed, subsample
-from layerwise.embed import EMBED_COLUMNS, embedding_table, select_layers
+from layerwise import analyses
+from layerwise.analyses import embed, subsample
+from layerwise.analyses.embed import EMBED_COLUMNS, embedding_table, select_layers
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +72,7 @@ def test_tsne_with_ten_rows_adapts_perplexity():
 
 def test_umap_is_skipped_with_a_logged_note_when_missing(monkeypatch, caplog):
     monkeypatch.setattr(embed, "umap_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="layerwise.embed"):
+    with caplog.at_level(logging.WARNING, logger="layerwise.analyses.embed"):
         table = embedding_table(
             make_layers(), labels_for(), layers_to_embed=["first"], methods=["pca", "umap"],
             model="m", span="word", pooling="mean", progress=False,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import BF16_RTOL, LENGTHS, relative_errors, speechlike, tiny_presets
 
-from layerwise import encoders, models
+from layerwise.extract import encoders, models
 
 
 @pytest.mark.parametrize("preset", tiny_presets())

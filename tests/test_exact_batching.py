@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import speechlike
 
-from layerwise import encoders, models
+from layerwise.extract import encoders, models
 
 FAMILIES = [
     "tiny-wav2vec2",

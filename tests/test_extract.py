@@ -14,7 +14,7 @@ import torch
 from conftest import N_UTTS
 from conftest import run_extract as _run
 
-from layerwise import devices, encoders, extract
+from layerwise.extract import devices, encoders, features
 
 
 def test_shard_count_does_not_change_features(wav_table, tmp_path, tiny_model_dir):
@@ -72,16 +72,16 @@ def test_failing_utterance_is_rejected_and_shard_completes(wav_table, tmp_path, 
 
 def test_plan_batches():
     costs = [10, 9, 5, 5, 5, 1]
-    assert extract.plan_batches(costs, 20) == [[0, 1], [2, 3, 4, 5]]
-    assert extract.plan_batches(costs, 1) == [[i] for i in range(6)]  # always ≥ 1 item
-    assert extract.plan_batches(costs, 100, equal_key=costs) == [[0], [1], [2, 3, 4], [5]]
+    assert features.plan_batches(costs, 20) == [[0, 1], [2, 3, 4, 5]]
+    assert features.plan_batches(costs, 1) == [[i] for i in range(6)]  # always ≥ 1 item
+    assert features.plan_batches(costs, 100, equal_key=costs) == [[0], [1], [2, 3, 4], [5]]
 
 
 def test_gpu_slots_are_distinct_and_released(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, time; from pathlib import Path; from layerwise import devices; "
+    code = ("import sys, time; from pathlib import Path; from layerwise.extract import devices; "
             "print(devices.claim_slot(2, directory=Path(sys.argv[1]), wait_s=0), flush=True); "
             "time.sleep(3)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
@@ -158,7 +158,7 @@ def test_nonfinite_values_are_counted_and_logged(wav_table, tmp_path, tiny_model
         return out
 
     monkeypatch.setattr(encoders.ConvFrontEncoder, "forward", forward)
-    with caplog.at_level(logging.WARNING, logger="layerwise.extract"):
+    with caplog.at_level(logging.WARNING, logger="layerwise.extract.features"):
         fs, summary = _run(wav_table, tmp_path, "inf", tiny_model_dir, batch_seconds=8)
     with h5py.File(tmp_path / "inf.h5") as f:
         counts = {n: int(f[f"layers/{n}"].attrs["nonfinite"]) for n in fs.layers}

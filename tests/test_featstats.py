@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerwise.featstats import (
+from layerwise.analyses.featstats import (
     FEATSTATS_COLUMNS,
     VAR_HIST_EDGES,
     activation_statistics,

@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, WhisperConfig, WhisperFeatureExtractor
 
-from layerwise import encoders, frames, models, store
-from layerwise.encoders import LayerInfo
+from layerwise.extract import encoders, frames, models
+from layerwise.extract.encoders import LayerInfo
+from layerwise.io import store
 
 SR = 16000
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import BF16_RTOL, LENGTHS, relative_errors, run_extract, speechlike, tiny_presets
 
-from layerwise import devices, encoders, models
+from layerwise.extract import devices, encoders, models
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -54,7 +54,7 @@ def test_cuda_bfloat16_is_within_its_tolerance_of_cpu_float32(preset):
 CLAIM = """
 import sys, time
 from pathlib import Path
-from layerwise import devices
+from layerwise.extract import devices
 try:
     print(devices.resolve("cuda", wait_s=0), flush=True)
 except TimeoutError:

@@ -22,9 +22,12 @@ import yaml
 from conftest import speechlike
 from test_workflow import snakemake
 
-from layerwise import alignments, corpus, encoders, models, pool, store
+from layerwise import pool
 from layerwise.config import ConfigError, check
-from layerwise.encoders import LayerInfo
+from layerwise.extract import encoders, models
+from layerwise.extract.encoders import LayerInfo
+from layerwise.ingest import alignments, corpus
+from layerwise.io import store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +146,7 @@ def test_alignments_past_the_audio_are_cut_or_dropped_with_a_log_line(tmp_path, 
         "u2 1 0.40 0.60 no\n"  # ends at 1.0 s in a 0.5 s file: cut
         "u2 1 0.70 0.20 gone\n"  # starts after the end: dropped
     )
-    with caplog.at_level(logging.WARNING, logger="layerwise.corpus"):
+    with caplog.at_level(logging.WARNING, logger="layerwise.ingest.corpus"):
         res = corpus.scan({"source": "folder", "path": str(tmp_path), "glob": "*.wav",
                            "alignments": str(tmp_path / "a.ctm")})
     got = res.alignments[["utt_id", "label", "end_s"]].round(6).values.tolist()

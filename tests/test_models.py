@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import run_extract, tiny_presets
 
-from layerwise import models
+from layerwise.extract import models
 
 
 def schema_extract_defaults() -> dict:
@@ -36,7 +36,7 @@ def test_every_family_extracts_with_the_default_config(preset, wav_table, tmp_pa
 def test_attention_falls_back_to_eager_only_without_sdpa(caplog):
     from transformers import Wav2Vec2Model, WavLMModel
 
-    with caplog.at_level(logging.WARNING, logger="layerwise.models"):
+    with caplog.at_level(logging.WARNING, logger="layerwise.extract.models"):
         assert models.attention_for(WavLMModel, "sdpa") == "eager"
     assert "WavLMModel has no SDPA attention" in caplog.text
     assert models.attention_for(Wav2Vec2Model, "sdpa") == "sdpa"

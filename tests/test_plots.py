@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from layerwise import plots
-from layerwise.featstats import VAR_HIST_EDGES
+from layerwise.analyses.featstats import VAR_HIST_EDGES
 
 SIM_COLUMNS = ["model_a", "layer_a", "model_b", "layer_b", "span", "pooling", "metric", "value",
                "ci_low", "ci_high", "n_rows"]
@@ -366,7 +366,7 @@ def test_model_summary(tmp_path, tables):
 def test_tables_read_back_from_tsv(tmp_path, tables):
     """Tables as the workflow reads them (numeric speaker ids, NaN written as "NaN"), a model
     without cnn/proj layers, and no figure left open."""
-    from layerwise.tables import read_tsv, write_tsv
+    from layerwise.io.tables import read_tsv, write_tsv
 
     emb = synthetic_embeddings(layers=("layer.0", "layer.4"), methods=("pca",), n=80)
     emb["speaker"] = emb["speaker"].str[3:]  # "07": read back as the integer 7

@@ -11,9 +11,12 @@ import pytest
 import soundfile as sf
 from transformers import Wav2Vec2Config, WhisperConfig, WhisperFeatureExtractor
 
-from layerwise import analyses, cca_targets, encoders, pool, store
-from layerwise.alignments import COLUMNS as ALIGNMENT_COLUMNS
-from layerwise.tables import read_tsv, write_tsv
+from layerwise import analyses, pool
+from layerwise.analyses import cca_targets
+from layerwise.extract import encoders
+from layerwise.ingest.alignments import COLUMNS as ALIGNMENT_COLUMNS
+from layerwise.io import store
+from layerwise.io.tables import read_tsv, write_tsv
 
 SR = 16000
 NO_ALIGNMENTS = pd.DataFrame(columns=ALIGNMENT_COLUMNS)

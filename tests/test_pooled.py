@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerwise import pooled
+from layerwise.io import pooled
 
 REBUILD = "and run snakemake again to rebuild it"
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from layerwise import probes
-from layerwise.probes import PROBE_COLUMNS, probe_scores, probe_splits, probe_table
+from layerwise.analyses import probes
+from layerwise.analyses.probes import PROBE_COLUMNS, probe_scores, probe_splits, probe_table
 
 
 def scores(result: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Tests of layerwise.similarity, three ways, as scikit-learn tests its metrics.
+"""Tests of layerwise.analyses.similarity, three ways, as scikit-learn tests its metrics.
 
 1. Known answers: identities and invariances every correct implementation satisfies.
 2. Published reference values: the outputs printed in Kornblith et al.'s notebook.
@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist
 
-import layerwise.similarity as sim
-from layerwise.similarity import (
+import layerwise.analyses.similarity as sim
+from layerwise.analyses.similarity import (
     METRICS,
     SYMMETRIC_METRICS,
     TABLE_COLUMNS,

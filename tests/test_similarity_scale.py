@@ -1,13 +1,13 @@
-"""The exact metrics of all rows (layerwise.similarity.gram) against the n x n reference
+"""The exact metrics of all rows (layerwise.analyses.similarity.gram) against the n x n reference
 (_TableComputation), values and intervals, and the row sample of RBF CKA and mutual k-NN."""
 
 import numpy as np
 import pytest
 
-import layerwise.similarity as sim
-from layerwise.similarity import similarity_table
-from layerwise.similarity._sample import _sample_rows
-from layerwise.similarity.gram import EXACT_METRICS, _GramComputation
+import layerwise.analyses.similarity as sim
+from layerwise.analyses.similarity import similarity_table
+from layerwise.analyses.similarity._sample import _sample_rows
+from layerwise.analyses.similarity.gram import EXACT_METRICS, _GramComputation
 
 EXACT = sorted(EXACT_METRICS)
 

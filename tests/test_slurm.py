@@ -39,7 +39,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from layerwise import store
+from layerwise.io import store
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from layerwise import store
-from layerwise.encoders import LayerInfo
+from layerwise.extract.encoders import LayerInfo
+from layerwise.io import store
 
 LAYERS = [LayerInfo("cnn.0", "cnn", 3200.0, 4), LayerInfo("layer.0", "transformer", 50.0, 3),
           LayerInfo("layer.1", "transformer", 50.0, 3)]

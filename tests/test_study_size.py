@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from layerwise import alignments
+from layerwise.ingest import alignments
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "resources" / "demo"

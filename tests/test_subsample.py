@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerwise import analyses, subsample
+from layerwise import analyses
+from layerwise.analyses import subsample
 
 
 def word_index(n_utts=300, seed=0) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from corpora import librispeech_tree
 
-from layerwise import store
+from layerwise.io import store
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
 Input: the feature-statistics table (columns ``model, layer, statistic, value``; statistics
 ``mean, std, var_top1, var_top10, effective_rank, anisotropy`` and the per-dimension variance
 histogram ``var_hist_count_00..19`` / ``var_hist_edge_00..20``, see
-:mod:`layerwise.featstats`). Each panel is drawn only when its statistics are present.
+:mod:`layerwise.analyses.featstats`). Each panel is drawn only when its statistics are present.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from matplotlib.colors import Colormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from layerwise.store import layer_sort_key  # noqa: E402
+from layerwise.io.store import layer_sort_key  # noqa: E402
 
 __all__ = [
     "DPI",

@@ -1,7 +1,7 @@
 """One utterance through the layers: frame self-similarity and the frame trajectory.
 
 Inputs are the frames of one utterance per layer, ``{layer name: (T, D) array}`` (e.g. from
-``layerwise.store.open(...).frames(layer, utt_id)``), the frame rate in Hz (one number, or
+``layerwise.io.store.open(...).frames(layer, utt_id)``), the frame rate in Hz (one number, or
 one per layer) and optionally word intervals ``[(start_s, end_s, word), ...]``.
 """
 

@@ -1,0 +1,387 @@
+"""Exact similarity metrics of all rows from d x d cross-products, never an n x n matrix.
+
+Linear CKA, debiased linear CKA, cosine, SVCCA and PWCCA of every layer pair are computed
+from sums over rows: cross-products ``X_aᵀ D X_b`` of the centred layers, column sums,
+squared row norms, and per-row cosines, accumulated over chunks of rows.  Memory is
+O(d · Σd + chunk · Σd) and time O(n · (Σd)²): linear in the number of rows.
+
+Bootstrap replicates are weighted sums over rows with the replicate's weights ``c``
+(how often each row's cluster was drawn), exactly as :class:`~.table._TableComputation`
+evaluates them on its n x n kernels; the same draws (``_bootstrap_weights``,
+``_HalfSamples``) give the same intervals.  A weight is constant over a cluster, so
+``Xᵀ diag(c) Y = Σ_v v · X_vᵀ Y_v`` over the distinct weights ``v`` (rows ``X_v``): one
+pass over the drawn rows gives both ``Xᵀ diag(c) Y`` and ``Xᵀ diag(c²) Y``.  (Per-cluster
+d x d cross-products would need G · d² memory per pair of layers, hence this form.)
+
+The unbiased HSIC of :func:`~.table._u_hsic` with linear kernels ``K = X Xᵀ`` (rows
+centred by any fixed vector: the U-statistic does not depend on it):
+
+    Σ_{i≠j} s_ij K_ij L_ij = (W² - P)(‖M1‖² - S2) - 2W(⟨M1, M2⟩ - S3) + 2(‖M2‖² - S4)
+
+with ``M1 = Xᵀ diag(c) Y``, ``M2 = Xᵀ diag(c²) Y``, ``S_k = Σ_i c_i^k ‖x_i‖² ‖y_i‖²``,
+``W = Σc``, ``P = Σc²``, and ``a = K̃c = X(Xᵀc) - c ∘ ‖x‖²``,
+``a2 = K̃c² = X(Xᵀc²) - c² ∘ ‖x‖²`` for the remaining terms (O(n d) per layer).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from layerwise.analyses.similarity._parallel import _single_threaded_blas
+from layerwise.analyses.similarity._results import _MetricResults
+from layerwise.analyses.similarity._validation import _cka_ratio
+from layerwise.analyses.similarity.cca import _n_kept, _projection_weights, _top_eigen
+
+#: Metrics computed exactly over all rows by this module.
+EXACT_METRICS = frozenset({"cka_linear", "cka_debiased", "cosine", "svcca", "pwcca"})
+
+# Rows per chunk are sized so that one chunk of all layers' columns, in float64, holds
+# about this many values (64 MiB).
+_CHUNK_ELEMENTS = 1 << 23
+
+
+def _canonical_from(M: np.ndarray):
+    """:func:`~.cca._canonical` given ``Uxᵀ Uy`` instead of the bases."""
+    A, rho, Bt = np.linalg.svd(M, full_matrices=False)
+    return np.clip(rho, 0.0, 1.0), A, Bt.T
+
+
+class _Layers:
+    """One side's layers (float32 or float64, never copied whole): exact column means,
+    squared norms of the centred rows, and centred float64 chunks of rows on demand."""
+
+    def __init__(self, mats, chunk: int) -> None:
+        self.mats = mats
+        self.n = mats[0].shape[0]
+        self.dims = [M.shape[1] for M in mats]
+        self.means = []
+        self.row_sq = np.empty((len(mats), self.n))
+        for a, M in enumerate(mats):
+            total = np.zeros(M.shape[1])
+            constant = np.ones(M.shape[1], dtype=bool)
+            for start in range(0, self.n, chunk):
+                part = M[start:start + chunk]
+                total += part.sum(axis=0, dtype=np.float64)
+                constant &= (part == M[0]).all(axis=0)
+            means = total / self.n
+            # as _column_means: a constant column is centred to exact zeros
+            means[constant] = M[0, constant]
+            self.means.append(means)
+            for start in range(0, self.n, chunk):
+                part = self.rows(a, slice(start, start + chunk))
+                self.row_sq[a, start:start + chunk] = np.einsum("ij,ij->i", part, part)
+
+    def rows(self, a: int, index) -> np.ndarray:
+        """Centred float64 rows ``index`` of layer ``a``."""
+        return self.mats[a][index].astype(np.float64) - self.means[a]
+
+    def stacked(self, layers, index) -> np.ndarray:
+        """Centred float64 rows of several layers side by side."""
+        return np.hstack([self.rows(b, index) for b in layers])
+
+
+def _weight_runs(c: np.ndarray, chunk: int):
+    """``(value, rows)`` runs of at most ``chunk`` rows sharing one weight value > 0."""
+    for value in np.unique(c[c > 0]):
+        rows = np.flatnonzero(c == value)
+        for start in range(0, rows.size, chunk):
+            yield float(value), rows[start:start + chunk]
+
+
+class _GramComputation(_MetricResults):
+    """Values and interval statistics of :data:`EXACT_METRICS`, same interface as
+    :class:`~.table._TableComputation` (``values``, ``centres``, ``replicates``,
+    ``problems``, ``interval``)."""
+
+    def __init__(self, mats_a, mats_b, labels_a, labels_b, metrics, *, n_boot, seed, codes,
+                 svcca_components, cross_model=False, bar=None) -> None:
+        self.cross_model = cross_model
+        self.svcca_components = svcca_components
+        self.bar = bar if bar is not None else tqdm(disable=True)
+        width = sum(M.shape[1] for M in mats_a) + sum(M.shape[1] for M in mats_b or [])
+        self.chunk = max(16, _CHUNK_ELEMENTS // width)
+        self.side_a = _Layers(mats_a, self.chunk)
+        self.side_b = self.side_a if mats_b is None else _Layers(mats_b, self.chunk)
+        self._init_results(labels_a, labels_b, metrics, same=mats_b is None, n=self.side_a.n,
+                           n_boot=n_boot, seed=seed, codes=codes)
+
+    # -- driver ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        linear = {"cka_linear", "cka_debiased"} & set(self.metrics)
+        subspace = {"svcca", "pwcca"} & set(self.metrics)
+        if linear:
+            for r, weights in enumerate(self.weights):
+                self._linear(r, weights)
+                self.bar.update(1)
+            self._linear(None, np.ones(self.n))
+        if subspace:
+            self._subspace(None, np.ones(self.n))
+            for h, rows in enumerate(self.halves.rows):
+                weights = np.zeros(self.n)
+                weights[rows] = 1.0
+                self._subspace(h, weights)
+                self.bar.update(1)
+        if "cosine" in self.metrics:
+            self._cosine()
+        self.bar.update(1)
+        self._mirror()
+
+    # -- linear CKA ----------------------------------------------------------------------
+
+    def _block_norms(self, first: _Layers, second: _Layers, pairs_of, c: np.ndarray):
+        """For every layer ``a`` of ``first`` and ``b`` in ``pairs_of(a)`` of ``second``:
+        ``‖M1‖², ⟨M1, M2⟩, ‖M2‖²`` with ``M1 = X_aᵀ diag(c) Y_b``, ``M2 = X_aᵀ diag(c²) Y_b``
+        (centred rows), as (L_first, L_second) arrays (nan where not computed)."""
+        shape = (len(first.mats), len(second.mats))
+        n11, n12, n22 = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+        ones = bool(np.all(c == 1.0))
+        runs = list(_weight_runs(c, self.chunk))
+        for a in range(len(first.mats)):
+            targets = pairs_of(a)
+            if not targets:
+                continue
+            width = sum(second.dims[b] for b in targets)
+            M1 = np.zeros((first.dims[a], width))
+            M2 = None if ones else np.zeros_like(M1)
+            G = None if ones else np.empty_like(M1)
+            last = None
+            for value, rows in runs:
+                X = first.rows(a, rows)
+                Z = second.stacked(targets, rows)
+                if ones:
+                    M1 += X.T @ Z
+                    continue
+                if value != last:
+                    if last is not None:
+                        M1 += last * G
+                        M2 += last * last * G
+                    G[:] = 0.0
+                    last = value
+                G += X.T @ Z
+            if last is not None:
+                M1 += last * G
+                M2 += last * last * G
+            if ones:
+                M2 = M1
+            start = 0
+            for b in targets:
+                part = slice(start, start + second.dims[b])
+                start += second.dims[b]
+                B1, B2 = M1[:, part], M2[:, part]
+                n11[a, b] = np.vdot(B1, B1)
+                n12[a, b] = np.vdot(B1, B2)
+                n22[a, b] = np.vdot(B2, B2)
+        return n11, n12, n22
+
+    @staticmethod
+    def _kernel_vectors(side: _Layers, c: np.ndarray, chunk: int):
+        """``a1 = K̃c``, ``a2 = K̃c²`` (L, n) for the linear kernels of ``side``."""
+        L, n = len(side.mats), side.n
+        c2 = c * c
+        a1, a2 = np.empty((L, n)), np.empty((L, n))
+        for a in range(L):
+            u1, u2 = np.zeros(side.dims[a]), np.zeros(side.dims[a])
+            for start in range(0, n, chunk):
+                X = side.rows(a, slice(start, start + chunk))
+                u1 += X.T @ c[start:start + chunk]
+                u2 += X.T @ c2[start:start + chunk]
+            for start in range(0, n, chunk):
+                part = slice(start, start + chunk)
+                X = side.rows(a, part)
+                a1[a, part] = X @ u1 - c[part] * side.row_sq[a, part]
+                a2[a, part] = X @ u2 - c2[part] * side.row_sq[a, part]
+        return a1, a2
+
+    def _linear(self, r, c: np.ndarray) -> None:
+        A, B = self.side_a, self.side_b
+        La, Lb = len(A.mats), len(B.mats)
+        W, P = float(c.sum()), float(c @ c)
+        if self.same:
+            n11, n12, n22 = self._block_norms(A, A, lambda a: list(range(a, La)), c)
+            iu = np.triu_indices(La, 1)
+            for M in (n11, n12, n22):
+                M.T[iu] = M[iu]
+            self_norms = [(np.diag(n11), np.diag(n12), np.diag(n22))] * 2
+        else:
+            n11, n12, n22 = self._block_norms(A, B, lambda a: list(range(Lb)), c)
+            self_norms = []
+            for side in (A, B):
+                d11, d12, d22 = self._block_norms(side, side, lambda a: [a], c)
+                self_norms.append((np.diag(d11), np.diag(d12), np.diag(d22)))
+        a1A, a2A = self._kernel_vectors(A, c, self.chunk)
+        a1B, a2B = (a1A, a2A) if self.same else self._kernel_vectors(B, c, self.chunk)
+        totA, totB = a1A @ c, a1B @ c
+        lin = W * c + c * c
+
+        def quartic(kx, ky, k11, k12, k22):
+            S2 = (kx * c**2) @ ky.T
+            S3 = (kx * c**3) @ ky.T
+            S4 = (kx * c**4) @ ky.T
+            return (W * W - P) * (k11 - S2) - 2.0 * W * (k12 - S3) + 2.0 * (k22 - S4)
+
+        cross = quartic(A.row_sq, B.row_sq, n11, n12, n22)
+        cross += np.outer(totA, totB)
+        cross -= 2.0 * ((a1A * lin) @ a1B.T)
+        cross += 2.0 * ((a2A * c) @ a1B.T + (a1A * c) @ a2B.T)
+
+        def self_term(side, a1, a2, tot, norms):
+            k11, k12, k22 = norms
+            kx = side.row_sq
+            mpart = ((W * W - P) * (k11 - np.einsum("ij,ij->i", kx * c**2, kx))
+                     - 2.0 * W * (k12 - np.einsum("ij,ij->i", kx * c**3, kx))
+                     + 2.0 * (k22 - np.einsum("ij,ij->i", kx * c**4, kx)))
+            square = (a1 * a1) @ lin
+            mixed = (a1 * a2) @ c
+            value = mpart + tot**2 - 2.0 * square + 4.0 * mixed
+            floor = 1e-10 * (np.abs(mpart) + tot**2 + 2.0 * square + 4.0 * np.abs(mixed))
+            return np.where(value <= floor, 0.0, value)
+
+        self_a = self_term(A, a1A, a2A, totA, self_norms[0])
+        self_b = self_a if self.same else self_term(B, a1B, a2B, totB, self_norms[1])
+        if self.same:
+            np.fill_diagonal(cross, self_a)
+        u = _cka_ratio(cross, self_a, self_b)
+        if r is not None:
+            self._store(r, "cka_linear", u)
+            self._store(r, "cka_debiased", u)
+            return
+        self._store(r, "cka_debiased", u)
+        self._note(r, "cka_debiased", self_a <= 0, self_b <= 0, "unbiased self-HSIC <= 0")
+        if "cka_linear" in self.values:
+            # with all weights 1, n11 = ‖X_aᵀ Y_b‖² of the centred layers: biased HSIC · n²
+            biased_a = self_norms[0][0]
+            biased_b = self_norms[1][0]
+            self._store(r, "cka_linear", _cka_ratio(n11.copy(), biased_a, biased_b), centre=u)
+            self._note(r, "cka_linear", biased_a <= 0, biased_b <= 0, "all rows are identical")
+
+    # -- SVCCA, PWCCA ----------------------------------------------------------------------
+
+    def _bases(self, side: _Layers, rows: np.ndarray):
+        """Per layer, ``(mean, V, s, U)`` of the rows' centred data: the top
+        ``svcca_components`` right singular vectors ``V`` and values ``s`` (as
+        :func:`~.table._top_singular`), with ``U`` (rows x k) only when it was
+        cheaper to form (fewer rows than columns); None for a layer with no variance."""
+        k_opt = self.svcca_components
+        out = []
+        for a in range(len(side.mats)):
+            d = side.dims[a]
+            mean = np.zeros(d)
+            for start in range(0, rows.size, self.chunk):
+                mean += side.rows(a, rows[start:start + self.chunk]).sum(axis=0)
+            mean /= rows.size
+            if rows.size < d:  # the dual, exactly as _top_singular: n x n is small here
+                Bm = side.rows(a, rows) - mean
+                C = Bm @ Bm.T
+            else:
+                C = np.zeros((d, d))
+                for start in range(0, rows.size, self.chunk):
+                    Bm = side.rows(a, rows[start:start + self.chunk]) - mean
+                    C += Bm.T @ Bm
+                Bm = None
+            top = _top_eigen(C, k_opt)
+            if top is None:
+                out.append(None)
+                continue
+            s, V = top
+            if Bm is not None:  # dual: V holds U
+                out.append((mean, (Bm.T @ V / s), s, V))
+            else:
+                out.append((mean, V, s, None))
+        return out
+
+    def _scores(self, side: _Layers, a: int, basis, rows: np.ndarray) -> np.ndarray:
+        mean, V, s, U = basis
+        if U is not None:
+            return U
+        return (side.rows(a, rows) - mean) @ V / s
+
+    def _subspace(self, r, c: np.ndarray) -> None:
+        rows = np.flatnonzero(c)
+        A, B = self.side_a, self.side_b
+        bases_a = self._bases(A, rows)
+        bases_b = bases_a if self.same else self._bases(B, rows)
+        La, Lb = len(bases_a), len(bases_b)
+        # Uᵀ U' for every pair, accumulated over chunks of rows
+        products = {}
+        pairs = [(a, b) for a in range(La) for b in range(a if self.same else 0, Lb)
+                 if bases_a[a] is not None and bases_b[b] is not None]
+        small = rows.size < max(A.dims + B.dims)
+        step = rows.size if small else self.chunk
+        for start in range(0, rows.size, step):
+            part = rows[start:start + step]
+            whole = slice(start, start + step)
+
+            def scores(side, bases, a, part=part, whole=whole):
+                mean, V, s, U = bases[a]
+                if U is not None:
+                    return U[whole]
+                return (side.rows(a, part) - mean) @ V / s
+
+            Sa = {a: scores(A, bases_a, a) for a in {p[0] for p in pairs}}
+            Sb = Sa if self.same else {b: scores(B, bases_b, b) for b in {p[1] for p in pairs}}
+            for a, b in pairs:
+                product = Sa[a].T @ Sb[b]
+                products[a, b] = products[a, b] + product if (a, b) in products else product
+        shape = (La, Lb)
+        out = {m: np.full(shape, np.nan) for m in ("svcca", "pwcca") if m in self.values}
+        k = self.svcca_components
+        with _single_threaded_blas():
+            for (a, b), M in products.items():
+                (_, Va, sa, _), (_, Vb, sb, _) = bases_a[a], bases_b[b]
+                rho, Ca, Cb = _canonical_from(M)
+                if "svcca" in out:
+                    ka, kb = _n_kept(sa, k, 0.99), _n_kept(sb, k, 0.99)
+                    if (ka, kb) != (sa.size, sb.size):
+                        rho_sv = _canonical_from(M[:ka, :kb])[0]
+                    else:
+                        rho_sv = rho
+                    out["svcca"][a, b] = rho_sv.mean()
+                if "pwcca" in out:
+                    out["pwcca"][a, b] = _projection_weights(Ca, sa, Va.T) @ rho
+                    if self.same and a != b:
+                        out["pwcca"][b, a] = _projection_weights(Cb, sb, Vb.T) @ rho
+        for metric, V in out.items():
+            self._store(r, metric, V)
+            self._note(r, metric, [x is None for x in bases_a], [x is None for x in bases_b],
+                       "all rows are identical")
+
+    # -- cosine ------------------------------------------------------------------------
+
+    def _cosine(self) -> None:
+        A, B = self.side_a, self.side_b
+        if self.cross_model:
+            self.problems["cosine"].add("the two models have unrelated coordinates (bases)")
+            return
+        W = np.vstack(self.weights) if self.weights else np.empty((0, self.n))
+        W /= np.maximum(W.sum(axis=1, keepdims=True), 1.0)
+        pairs = []
+        for a in range(len(A.mats)):
+            for b in range(a if self.same else 0, len(B.mats)):
+                if A.dims[a] == B.dims[b]:
+                    pairs.append((a, b))
+                else:  # same edge case as cosine_matched
+                    self.problems["cosine"].add(
+                        f"widths differ ({self.labels_a[a]}: {A.dims[a]}, "
+                        f"{self.labels_b[b]}: {B.dims[b]})"
+                    )
+        sums = {p: 0.0 for p in pairs}
+        reps = {p: np.zeros(W.shape[0]) for p in pairs}
+        for start in range(0, self.n, self.chunk):
+            part = slice(start, start + self.chunk)
+            Xa = {a: A.mats[a][part].astype(np.float64) for a in {p[0] for p in pairs}}
+            Xb = Xa if self.same else {b: B.mats[b][part].astype(np.float64)
+                                       for b in {p[1] for p in pairs}}
+            na = {a: np.linalg.norm(X, axis=1) for a, X in Xa.items()}
+            nb = na if self.same else {b: np.linalg.norm(X, axis=1) for b, X in Xb.items()}
+            for a, b in pairs:
+                dots = np.einsum("ij,ij->i", Xa[a], Xb[b])
+                norms = na[a] * nb[b]
+                scores = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0.0)
+                sums[a, b] += scores.sum()
+                reps[a, b] += W[:, part] @ scores
+        for a, b in pairs:
+            self.values["cosine"][a, b] = self.centres["cosine"][a, b] = sums[a, b] / self.n
+            self.replicates["cosine"][:, a, b] = reps[a, b]
+

@@ -1,0 +1,288 @@
+"""The feature store: one HDF5 file per (model, shard) holding every layer, and its reader.
+
+This is the only module that reads or writes feature files, and it is the Python API for
+notebooks::
+
+    from layerwise.io import store
+    fs = store.open("results/demo/features/wav2vec2-small")   # a folder of shards, or one file
+    fs.layers                                 # ['cnn.0', ..., 'proj', 'layer.0', ...]
+    x = fs.frames("layer.6", "1001-1-0000")   # (T, D) float32 for one utterance
+    for utt_ids, frames, offsets in fs.iter_chunks("layer.6", max_rows=100_000): ...
+
+Layout (encoding-type ``layerwise-features``, encoding-version ``1.0.0``)::
+
+    /utterances/utt_id      (N,)   str
+    /utterances/n_samples   (N,)   int64
+    /layers/{name}/frames   (ΣT, D) float16|float32, chunked along rows
+    /layers/{name}/offsets  (N+1,) int64   rows of utterance k: offsets[k]:offsets[k+1]
+    /layers/{name}.attrs    frame_rate_hz, dim, kind, storage ("frames" | "mean"),
+                            nonfinite (count of inf/nan values stored),
+                            first_centre_s, receptive_field_s (see layerwise.extract.frames)
+    /.attrs                 encoding-type/-version, model source, revision, library versions,
+                            dtype, config hash, creation time, batching, attn implementation,
+                            device name, CUDA/cuDNN versions, float32 precision
+
+Layers stored with ``storage = "mean"`` hold one row per utterance (its mean frame), so their
+offsets are ``0..N``. ``nonfinite`` counts the inf/nan values of a layer after conversion to
+the storage dtype: float16 turns values beyond ±65504 into inf without an error. Files are
+written under a temporary name and renamed when complete (:mod:`layerwise.io.atomic`), so a killed
+job never leaves a file that looks finished. Readers keep paths, not open handles, and reopen
+per call (safe across processes and forks).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from layerwise.errors import InputError
+from layerwise.extract.frames import FrameGrid, stored_grid
+from layerwise.io import atomic
+
+ENCODING_TYPE = "layerwise-features"
+ENCODING_VERSION = "1.0.0"
+CHUNK_BYTES = 1 << 20
+
+
+class StoreError(InputError):
+    """A feature file that does not follow the layout; the message names the file and key."""
+
+
+def damaged(path: str | Path, what: str) -> StoreError:
+    """The one-line error for a damaged feature file: which file, what is wrong, the fix."""
+    return StoreError(f"{path}: {what} — delete it and run snakemake again to rebuild it")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class ShardWriter:
+    """Append utterances to a new feature file; rename into place on :meth:`close`.
+
+    Use as a context manager: on an exception the temporary file is removed. ``nonfinite``
+    counts each layer's inf/nan values as stored; :meth:`close` records it per layer.
+    """
+
+    def __init__(self, path: str | Path, layers: Sequence, frame_layers: set[str], *,
+                 dtype: str = "float16", compression: str | None = None, attrs: dict | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = atomic.temp_path(self.path)
+        self.dtype = np.dtype(dtype)
+        self.f = h5py.File(self.tmp, "w")
+        self.f.attrs.update({"encoding-type": ENCODING_TYPE, "encoding-version": ENCODING_VERSION,
+                             "dtype": self.dtype.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.f.attrs.update({k: _attr(v) for k, v in (attrs or {}).items()})
+        utt = self.f.create_group("utterances")
+        utt.create_dataset("utt_id", (0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(4096,))
+        utt.create_dataset("n_samples", (0,), maxshape=(None,), dtype="int64", chunks=(4096,))
+        self.layers = {}
+        for info in layers:
+            g = self.f.create_group(f"layers/{info.name}")
+            rows = max(1, CHUNK_BYTES // (info.dim * self.dtype.itemsize))
+            if info.name not in frame_layers:  # one mean row per utterance: small chunks
+                rows = min(rows, 256)
+            g.create_dataset("frames", (0, info.dim), maxshape=(None, info.dim), dtype=self.dtype,
+                             chunks=(rows, info.dim), compression=compression,
+                             shuffle=compression is not None)
+            g.create_dataset("offsets", data=np.zeros(1, dtype="int64"), maxshape=(None,),
+                             chunks=(4096,))
+            g.attrs.update({"frame_rate_hz": float(info.frame_rate_hz), "dim": int(info.dim),
+                            "kind": info.kind,
+                            "storage": "frames" if info.name in frame_layers else "mean"})
+            for key in ("first_centre_s", "receptive_field_s"):  # the layer's FrameGrid
+                if getattr(info, key, None) is not None:
+                    g.attrs[key] = float(getattr(info, key))
+            self.layers[info.name] = g
+        self.nonfinite = dict.fromkeys(self.layers, 0)
+        self.n = 0
+
+    def append(self, utt_ids: Sequence[str], n_samples: Sequence[int], data: dict[str, list]) -> None:
+        """Add a batch: ``data[layer]`` is a list of (T, D) frames or (D,) means per utterance."""
+        k = len(utt_ids)
+        _grow(self.f["utterances/utt_id"], list(utt_ids))
+        _grow(self.f["utterances/n_samples"], np.asarray(n_samples, dtype="int64"))
+        for name, g in self.layers.items():
+            with np.errstate(over="ignore"):  # overflow to inf is counted in self.nonfinite
+                items = [np.asarray(x, dtype=self.dtype) for x in data[name]]
+            if len(items) != k:
+                raise StoreError(f"{self.path}: layers/{name}: {len(items)} items for {k} utterances")
+            rows = np.concatenate([x.reshape(-1, g.attrs["dim"]) for x in items])
+            sizes = np.array([x.reshape(-1, g.attrs["dim"]).shape[0] for x in items])
+            self.nonfinite[name] += int(rows.size - np.count_nonzero(np.isfinite(rows)))
+            end = g["offsets"][-1]
+            _grow(g["frames"], rows)
+            _grow(g["offsets"], end + np.cumsum(sizes))
+        self.n += k
+
+    def close(self) -> Path:
+        self.f.attrs["n_utterances"] = self.n
+        for name, g in self.layers.items():
+            g.attrs["nonfinite"] = self.nonfinite[name]
+        self.f.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _grow(ds: h5py.Dataset, values) -> None:
+    n = len(values)
+    if n == 0:
+        return
+    start = ds.shape[0]
+    ds.resize(start + n, axis=0)
+    ds[start:] = values
+
+
+def _attr(value):
+    return "" if value is None else value
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class FeatureStore:
+    """Read one model's features from one or several shard files, lazily."""
+
+    def __init__(self, paths: Sequence[str | Path]):
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise StoreError("no feature files given")
+        self._index: dict[str, tuple[int, int]] = {}
+        self._utt_ids: list[str] = []
+        for i, p in enumerate(self.paths):
+            with self._open(p) as f:
+                for k, u in enumerate(f["utterances/utt_id"].asstr()[:]):
+                    self._index[u] = (i, k)
+                    self._utt_ids.append(u)
+                layers = sorted(f["layers"].keys(), key=layer_sort_key)
+                if i == 0:
+                    self.attrs = dict(f.attrs)
+                    self.layers = layers
+                    self._info = {n: dict(f[f"layers/{n}"].attrs) for n in self.layers}
+                elif (layers, f.attrs.get("config_hash")) != (self.layers,
+                                                             self.attrs.get("config_hash")):
+                    raise damaged(p, f"its layers or extraction settings differ from "
+                                     f"{self.paths[0]}'s (a shard of another model or run)")
+
+    @staticmethod
+    def _open(path: Path) -> h5py.File:
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise damaged(path, f"not a readable HDF5 file ({' '.join(str(exc).split())})"
+                          ) from None
+        kind, version = f.attrs.get("encoding-type"), f.attrs.get("encoding-version")
+        if kind != ENCODING_TYPE or version != ENCODING_VERSION:
+            f.close()
+            what = (f"encoding-type {kind!r} is not {ENCODING_TYPE!r}" if kind != ENCODING_TYPE
+                    else f"encoding-version {version!r} is not one this layerwise reads "
+                         f"({ENCODING_VERSION})")
+            raise damaged(path, what)
+        return f
+
+    @property
+    def utt_ids(self) -> list[str]:
+        return list(self._utt_ids)
+
+    def layer_info(self, layer: str) -> dict:
+        """``frame_rate_hz``, ``dim``, ``kind``, ``storage`` (and the grid attrs) of a layer."""
+        try:
+            return self._info[layer]
+        except KeyError:
+            raise StoreError(f"layers/{layer}: no such layer ({', '.join(self.layers)})") from None
+
+    def grid(self, layer: str) -> FrameGrid:
+        """Where the layer's frames sit in time (centres, receptive field)."""
+        return stored_grid(layer, self.layer_info(layer), self.attrs)
+
+    def frames(self, layer: str, utt_id: str) -> np.ndarray:
+        """One utterance's rows of ``layer`` as float32 (T, D) (one row for pooled layers)."""
+        self.layer_info(layer)
+        try:
+            i, k = self._index[utt_id]
+        except KeyError:
+            raise StoreError(f"utterance {utt_id!r} is not in this store") from None
+        with self._open(self.paths[i]) as f:
+            g = f[f"layers/{layer}"]
+            a, b = g["offsets"][k : k + 2]
+            return g["frames"][a:b].astype(np.float32)
+
+    def n_samples(self) -> dict[str, int]:
+        out = {}
+        for p in self.paths:
+            with self._open(p) as f:
+                out.update(zip(f["utterances/utt_id"].asstr()[:], f["utterances/n_samples"][:], strict=False))
+        return out
+
+    def n_frames(self, layer: str) -> dict[str, int]:
+        """Rows of ``layer`` per utterance, from the offsets alone."""
+        self.layer_info(layer)
+        out = {}
+        for p in self.paths:
+            with self._open(p) as f:
+                off = f[f"layers/{layer}/offsets"][:]
+                out.update(zip(f["utterances/utt_id"].asstr()[:], np.diff(off).tolist(),
+                               strict=True))
+        return out
+
+    def iter_utterances(self, layer: str) -> Iterator[tuple[str, np.ndarray]]:
+        """``(utt_id, frames)`` for every utterance, reading chunk by chunk."""
+        for utt_ids, rows, offsets in self.iter_chunks(layer):
+            for j, u in enumerate(utt_ids):
+                yield u, rows[offsets[j] : offsets[j + 1]]
+
+    def iter_chunks(self, layer: str, *, max_rows: int = 65536
+                    ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+        """Whole utterances, about ``max_rows`` rows at a time: ``(utt_ids, rows, offsets)``.
+
+        ``rows[offsets[j]:offsets[j+1]]`` belong to ``utt_ids[j]``; memory stays bounded by
+        ``max_rows`` (or one utterance, if longer).
+        """
+        self.layer_info(layer)
+        for p in self.paths:
+            with self._open(p) as f:
+                ids = f["utterances/utt_id"].asstr()[:]
+                g = f[f"layers/{layer}"]
+                off = g["offsets"][:]
+                start = 0
+                while start < len(ids):
+                    stop = int(np.searchsorted(off, off[start] + max_rows, side="right")) - 1
+                    stop = min(max(stop, start + 1), len(ids))
+                    rows = g["frames"][off[start] : off[stop]].astype(np.float32)
+                    yield list(ids[start:stop]), rows, off[start : stop + 1] - off[start]
+                    start = stop
+
+
+def open(path: str | Path | Sequence[str | Path]) -> FeatureStore:  # noqa: A001 - API name
+    """Open a shard file, a folder of ``shard-*.h5`` files, or a list of files."""
+    if isinstance(path, str | Path):
+        path = Path(path)
+        paths = sorted(path.glob("shard-*.h5")) if path.is_dir() else [path]
+    else:
+        paths = list(path)
+    return FeatureStore(paths)
+
+
+def layer_sort_key(name: str) -> tuple[int, int]:
+    """Model order: cnn.* < proj < layer.*, numerically within a group."""
+    group, _, idx = name.partition(".")
+    order = {"cnn": 0, "proj": 1, "layer": 2}.get(group, 3)
+    return order, int(idx) if idx.isdigit() else 0
