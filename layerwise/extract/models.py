@@ -90,7 +90,9 @@ PRESETS: dict[str, tuple[str, dict]] = {
         },
     ),
 }
-PREPARED_MARKER = "layerwise_source.json"
+#: What :func:`prepare` made a folder from (source, seed). Its own name: a ct2/pypi conversion
+#: also writes its record (``ct2.SOURCE_RECORD``), which ``ct2.is_up_to_date`` compares whole.
+PREPARED_MARKER = "layerwise_prepared.json"
 
 
 class ModelSourceError(ValueError):
@@ -211,15 +213,12 @@ def prepare(source: str, out_dir: str | Path, *, seed: int = 0) -> Path:
         model.save_pretrained(out_dir)
         fe.save_pretrained(out_dir)
     elif source.startswith(("ct2:", "pypi:")):
-        from layerwise import ct2
+        from layerwise.extract import ct2
 
         ct2.convert_to_pretrained(source, out_dir)
     else:
         raise ModelSourceError(f"{source}: nothing to prepare (a hub id or a local folder)")
-    marker = out_dir / PREPARED_MARKER
-    info = json.loads(marker.read_text()) if marker.exists() else {}
-    info.update({"source": source, "seed": seed})
-    marker.write_text(json.dumps(info, indent=1))
+    (out_dir / PREPARED_MARKER).write_text(json.dumps({"source": source, "seed": seed}, indent=1))
     return out_dir
 
 
