@@ -146,8 +146,8 @@ def plan(enc: encoders.SpeechEncoder, table: pd.DataFrame, batch_seconds: float
 
 def layer_sets(enc: encoders.SpeechEncoder, settings: Settings) -> tuple[set[str], set[str]]:
     """(framed, pooled) layer names, resolved as ``extract_shard`` resolves them."""
-    names = encoders.select_layers(enc.layers, settings.layers)
-    framed = set(encoders.select_layers(enc.layers, settings.frames)) & set(names)
+    names = encoders.expand_layer_groups(enc.layers, settings.layers)
+    framed = set(encoders.expand_layer_groups(enc.layers, settings.frames)) & set(names)
     return framed, set(names) - framed
 
 

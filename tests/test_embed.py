@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from layerwise import analyses
 from layerwise.analyses import embed, subsample
-from layerwise.analyses.embed import EMBED_COLUMNS, embedding_table, select_layers
+from layerwise.analyses.embed import EMBED_COLUMNS, embedding_table, resolve_layer_positions
 
 
 @pytest.fixture(autouse=True)
@@ -96,15 +96,15 @@ def test_rows_are_subsampled_identically_for_every_layer_and_method():
     assert rows.nunique() == 1 and len(rows.iloc[0]) == 25 == len(set(rows.iloc[0]))
 
 
-def test_select_layers_defaults_numeric_order_and_names():
+def test_resolve_layer_positions_defaults_numeric_order_and_names():
     names = ["cnn.0", "proj", *(f"layer.{i}" for i in (10, 2, 0, 1, 9, 11, 12, 3, 4, 5, 6, 7, 8))]
-    assert select_layers(names) == ["layer.0", "layer.6", "layer.12"]
-    assert select_layers(names, ["proj", "last", "layer.12"]) == ["proj", "layer.12"]
-    assert select_layers(names, "middle") == ["layer.6"]
+    assert resolve_layer_positions(names) == ["layer.0", "layer.6", "layer.12"]
+    assert resolve_layer_positions(names, ["proj", "last", "layer.12"]) == ["proj", "layer.12"]
+    assert resolve_layer_positions(names, "middle") == ["layer.6"]
     with pytest.raises(ValueError, match="neither a layer name"):
-        select_layers(names, ["layer.99"])
+        resolve_layer_positions(names, ["layer.99"])
     with pytest.raises(ValueError, match="no 'layer.<i>' names"):
-        select_layers(["cnn.0"], ["first"])
+        resolve_layer_positions(["cnn.0"], ["first"])
 
 
 @pytest.mark.parametrize(

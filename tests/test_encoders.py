@@ -33,3 +33,14 @@ def test_whisper_decoder_stays_off_the_device():
     enc = encoders.wrap(model, fe, torch.device("meta"))
     assert {p.device.type for p in enc.model.parameters()} == {"meta"}
     assert {p.device.type for p in model.decoder.parameters()} == {"cpu"}
+
+
+def test_expand_layer_groups_in_model_order():
+    names = ["cnn.0", "cnn.1", "proj", "layer.0", "layer.1", "layer.2"]
+    layers = [encoders.LayerInfo(n, "transformer", 50.0, 4) for n in names]
+    assert encoders.expand_layer_groups(layers, ["layer", "cnn.1"]) == [
+        "cnn.1", "layer.0", "layer.1", "layer.2"]
+    assert encoders.expand_layer_groups(layers, ["layer.2", "proj", "proj"]) == ["proj", "layer.2"]
+    assert encoders.expand_layer_groups(layers, ["missing_group"]) == []
+    with pytest.raises(ValueError, match="layer 'layer.9' does not exist"):
+        encoders.expand_layer_groups(layers, ["layer.9"])

@@ -39,7 +39,7 @@ __all__ = [
     "embedding_table",
     "pca_2d",
     "opentsne_available",
-    "select_layers",
+    "resolve_layer_positions",
     "tsne_2d",
     "tsne_perplexity",
     "umap_2d",
@@ -68,8 +68,10 @@ _DEFAULT_LAYERS = ("first", "middle", "last")
 _TRANSFORMER_LAYER = re.compile(r"^layer\.(\d+)$")
 
 
-def select_layers(names: Sequence[str], spec: Sequence[str] | str | None = None) -> list[str]:
-    """Resolve a layer selection to layer names.
+def resolve_layer_positions(
+    names: Sequence[str], spec: Sequence[str] | str | None = None
+) -> list[str]:
+    """Resolve names and transformer-layer positions (first/middle/last) to layer names.
 
     Parameters
     ----------
@@ -87,9 +89,9 @@ def select_layers(names: Sequence[str], spec: Sequence[str] | str | None = None)
 
     Examples
     --------
-    >>> select_layers(["cnn.0", "layer.10", "layer.2", "layer.0", "layer.1", "layer.3"])
+    >>> resolve_layer_positions(["cnn.0", "layer.10", "layer.2", "layer.0", "layer.1", "layer.3"])
     ['layer.0', 'layer.2', 'layer.10']
-    >>> select_layers(["cnn.0", "layer.0"], ["cnn.0", "last"])
+    >>> resolve_layer_positions(["cnn.0", "layer.0"], ["cnn.0", "last"])
     ['cnn.0', 'layer.0']
     """
     names = [str(name) for name in names]
@@ -328,7 +330,7 @@ def embedding_table(
         Columns of ``labels_df`` copied to the output (e.g. for colouring plots); None: all.
         The sample is stratified by them and by ``utt_id``.
     layers_to_embed : sequence of str, str or None, default=None
-        Layer names and/or ``first``/``middle``/``last`` (see :func:`select_layers`);
+        Layer names and/or ``first``/``middle``/``last`` (see :func:`resolve_layer_positions`);
         None embeds the first, middle and last transformer layers.
     methods : sequence of {"pca", "tsne", "umap"}, default=("pca", "tsne", "umap")
         UMAP is skipped, with a logged warning, when ``umap-learn`` is not installed.
@@ -375,7 +377,7 @@ def embedding_table(
     if not methods or any(method not in METHODS for method in methods):
         raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods}")
     max_rows = check_positive_int(max_rows, name="max_rows", minimum=3)
-    chosen = select_layers(list(layers), layers_to_embed)
+    chosen = resolve_layer_positions(list(layers), layers_to_embed)
     if "umap" in methods and not umap_available():
         logger.warning("umap-learn is not installed; skipping UMAP embeddings")
         methods = [method for method in methods if method != "umap"]

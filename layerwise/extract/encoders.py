@@ -327,8 +327,9 @@ def wrap(model, feature_extractor, device: torch.device,
     return ConvFrontEncoder(model, feature_extractor, device, compute_dtype)
 
 
-def select_layers(layers: Sequence[LayerInfo], spec: Sequence[str]) -> list[str]:
-    """Resolve ``[cnn, proj, layer]`` groups and explicit names (``layer.6``) in model order."""
+def expand_layer_groups(layers: Sequence[LayerInfo], spec: Sequence[str]) -> list[str]:
+    """The names of ``extract.layers``/``extract.frames``: groups (``cnn``, ``proj``, ``layer``)
+    expanded to their members, and explicit names (``layer.6``), in model order."""
     names = [info.name for info in layers]
     chosen = set()
     for item in spec:

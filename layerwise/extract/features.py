@@ -103,8 +103,8 @@ def extract_shard(
     devices.use_ieee_float32()
     loaded = models.load(model_dir, revision=revision, attn_implementation=attn_implementation)
     enc = encoders.wrap(loaded.model, loaded.feature_extractor, dev, DTYPES[compute_dtype])
-    names = encoders.select_layers(enc.layers, layers)
-    framed = set(encoders.select_layers(enc.layers, frames)) & set(names)
+    names = encoders.expand_layer_groups(enc.layers, layers)
+    framed = set(encoders.expand_layer_groups(enc.layers, frames)) & set(names)
     pooled = set(names) - framed
     infos = [i for i in enc.layers if i.name in names]
     log.info("model %s on %s: %d layers (%d stored as frames), batching=%s",
