@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 
 from layerwise import logs
-from layerwise.analyses import cca_targets
 from layerwise.io import pooled
 from layerwise.io.tables import read_tsv
+from layerwise.pool import mel as log_mel
 
 log = logs.to_file(snakemake.log[0])
 index = pooled.read_index(snakemake.input.pooled)
 paths = pd.concat([read_tsv(t, dtype=str) for t in snakemake.input.shard_tables])
-mel = cca_targets.mel_matrix(index, dict(zip(paths["utt_id"], paths["path"], strict=True)),
-                             sample_rate=snakemake.params.sample_rate)
+mel = log_mel.mel_matrix(index, dict(zip(paths["utt_id"], paths["path"], strict=True)),
+                         sample_rate=snakemake.params.sample_rate)
 np.save(snakemake.output[0], mel)
 log.info("%s log-mel rows, each over its frame's receptive field", mel.shape)

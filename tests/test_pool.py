@@ -9,14 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import speechlike
 from transformers import Wav2Vec2Config, WhisperConfig, WhisperFeatureExtractor
 
 from layerwise import analyses, pool
-from layerwise.analyses import cca_targets
 from layerwise.extract import encoders
 from layerwise.ingest.alignments import COLUMNS as ALIGNMENT_COLUMNS
 from layerwise.io import store
 from layerwise.io.tables import read_tsv, write_tsv
+from layerwise.pool import mel as log_mel
 
 SR = 16000
 NO_ALIGNMENTS = pd.DataFrame(columns=ALIGNMENT_COLUMNS)
@@ -160,7 +161,7 @@ def test_mel_target_of_a_click_peaks_in_the_frame_that_holds_it(tmp_path, model,
     sf.write(tmp_path / "u.wav", wave, SR, subtype="FLOAT")
     fs = _store(tmp_path / "s.h5", model, {"u": n})
     index = pool.build_index(fs, _manifest({"u": n}), NO_ALIGNMENTS, "frame", max_frames=10**6)
-    mel = cca_targets.mel_matrix(index, {"u": str(tmp_path / "u.wav")})
+    mel = log_mel.mel_matrix(index, {"u": str(tmp_path / "u.wav")})
     frame = pool.pool_layer(fs, "layer.1", index, "mean")[:, 1].astype(int)
     loudest = frame[np.argmax(mel.mean(axis=1))]
     grid = fs.grid("layer.1")
@@ -171,3 +172,16 @@ def test_mel_target_of_a_click_peaks_in_the_frame_that_holds_it(tmp_path, model,
     peak = mel[frame == loudest]
     np.testing.assert_allclose(peak, peak[0:1].repeat(len(peak), 0), rtol=1e-6)
     assert mel[frame != loudest].mean(axis=1).max() < peak.mean() - 0.1
+
+
+def test_log_mel_windows_see_only_their_own_samples():
+    wave = speechlike(16000, 0)
+    wave[8000:8400] += np.sin(2 * np.pi * 3000 * np.arange(400) / 16000)  # a 3 kHz tone
+    starts = np.array([-200, 7600, 8000, 15800])
+    mel = log_mel.log_mel_windows(wave, starts, starts + 400)
+    assert mel.shape == (4, 80) and np.isfinite(mel).all()
+    from transformers.audio_utils import hertz_to_mel, mel_to_hertz
+
+    edges = np.linspace(hertz_to_mel(0.0, "slaney"), hertz_to_mel(8000.0, "slaney"), 82)
+    centre_hz = mel_to_hertz(edges[1 + np.argmax(mel[2] - mel[1])], "slaney")  # window 2 only
+    assert 2800 < centre_hz < 3200
