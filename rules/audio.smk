@@ -1,4 +1,5 @@
-# Corpus scan -> manifest; per shard: decode to 16 kHz mono WAV; summary of kept/rejected files.
+# Corpus scan -> manifest (and, for a Hugging Face dataset, its audio written out as files);
+# per shard: decode to 16 kHz mono WAV.
 
 
 rule corpus_scan:
@@ -6,13 +7,13 @@ rule corpus_scan:
         manifest=f"{OUT}/manifest.tsv",
         alignments=f"{OUT}/alignments.tsv",
         rejected=f"{OUT}/scan.rejected.tsv",
+        hf_audio=directory(f"{OUT}/hf_audio"),
     log:
         f"{LOGS}/corpus_scan.log",
     conda:
         "../envs/layerwise.yaml"
     params:
         corpus=config["corpus"],
-        hf_audio_dir=f"{OUT}/hf_audio",
     script:
         "../scripts/corpus_scan.py"
 
@@ -32,21 +33,3 @@ rule audio_shard:
         audio=config["audio"],
     script:
         "../scripts/audio_shard.py"
-
-
-rule summarise:
-    input:
-        manifest=f"{OUT}/manifest.tsv",
-        records=rejection_records(),
-        shard_tables=expand(f"{OUT}/wav/shard-{{shard}}.tsv", shard=SHARDS),
-    output:
-        rejected=f"{OUT}/rejected.tsv",
-        summary=f"{OUT}/summary.txt",
-    log:
-        f"{LOGS}/summarise.log",
-    conda:
-        "../envs/layerwise.yaml"
-    params:
-        models=list(MODELS),
-    script:
-        "../scripts/summarise.py"

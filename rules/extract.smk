@@ -1,4 +1,5 @@
-# Per model: prepare non-hub sources once; per (model, shard): every layer into one HDF5 file.
+# Per model: prepare non-hub sources once; per (model, shard): every layer into one HDF5 file;
+# then the summary of kept/rejected files over every stage's rejection records.
 
 
 rule model_prepare:
@@ -34,3 +35,21 @@ rule extract_features:
         params_hash=lambda wc: config_hash(extract_params(wc.model)),
     script:
         "../scripts/extract_features.py"
+
+
+rule summarise:
+    input:
+        manifest=f"{OUT}/manifest.tsv",
+        records=rejection_records(),
+        shard_tables=expand(f"{OUT}/wav/shard-{{shard}}.tsv", shard=SHARDS),
+    output:
+        rejected=f"{OUT}/rejected.tsv",
+        summary=f"{OUT}/summary.txt",
+    log:
+        f"{LOGS}/summarise.log",
+    conda:
+        "../envs/layerwise.yaml"
+    params:
+        models=list(MODELS),
+    script:
+        "../scripts/summarise.py"
