@@ -85,3 +85,97 @@ def test_speaker_probe_folds_keep_utterances_whole(word_span, monkeypatch):
     analyses.run("probes", index, layers, model="m", span="word", pooling="mean",
                  labels=["speaker"], params={"group": "speaker", "fallback_group": "utt_id"})
     assert seen["group"] == "speaker" and seen["fallback_group"] == "utt_id"
+
+
+def _linear_cka(X, Y):
+    """Linear CKA (Kornblith et al. 2019), written out: ‖YᵀX‖² / (‖XᵀX‖ ‖YᵀY‖), centred."""
+    X, Y = X - X.mean(0), Y - Y.mean(0)
+    return np.linalg.norm(Y.T @ X) ** 2 / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y))
+
+
+def test_align_rows_drops_a_missing_utterance_and_follows_a_order(word_span):
+    """B lacks u3 and stores its rows in another order, with times written as text: each of
+    A's rows whose utterance B has is paired with B's row of the same unit, once."""
+    index, _ = word_span
+    b = index[index.utt_id != "u3"].sample(frac=1.0, random_state=0).reset_index(drop=True)
+    b = b.assign(start_s=b.start_s.astype(float).map("{:.6f}".format))  # "0.500000" vs "0.5"
+    ra, rb = analyses.align_rows(index, b, span="word")
+    assert ra.tolist() == np.flatnonzero(index.utt_id != "u3").tolist()
+    assert sorted(rb.tolist()) == list(range(len(b)))
+    key = ["utt_id", "start_s", "end_s"]
+    pairs_a = index.iloc[ra][key].astype({"start_s": float, "end_s": float}).to_numpy()
+    pairs_b = b.iloc[rb][key].astype({"start_s": float, "end_s": float}).to_numpy()
+    assert (pairs_a == pairs_b).all()
+    with pytest.raises(ValueError, match="no utt_id, time_s columns"):
+        analyses.align_rows(index, b, span="frame")
+
+
+def test_cross_similarity_compares_the_aligned_units(word_span):
+    index, layers = word_span
+    rng = np.random.default_rng(1)
+    keep = np.flatnonzero(index.utt_id != "u0")[::-1]  # B: no u0, rows reversed
+    index_b = index.iloc[keep].reset_index(drop=True)
+    layers_b = {"enc.0": layers["layer.1"][keep] @ rng.standard_normal((4, 6))}
+    table = analyses.cross_similarity(index, layers, index_b, layers_b, model_a="a", model_b="b",
+                                      span="word", pooling="mean", seed=0,
+                                      params={"metrics": ["cka_linear"], "n_boot": 0,
+                                              "progress": False})
+    assert set(table.model_a) == {"a"} and set(table.model_b) == {"b"}
+    assert set(zip(table.layer_a, table.layer_b, strict=True)) == {("layer.0", "enc.0"),
+                                                                   ("layer.1", "enc.0")}
+    rows_a = np.flatnonzero(index.utt_id != "u0")  # the units B has, in A's order
+    for row in table.itertuples():
+        expected = _linear_cka(layers[row.layer_a][rows_a], layers_b["enc.0"][::-1])
+        assert row.value == pytest.approx(expected, rel=1e-9)
+        assert row.n_rows == len(rows_a)
+
+
+def _cca_index(n_per_word: dict[str, int]):
+    words = np.concatenate([[w] * n for w, n in n_per_word.items()] + [[""] * 5])
+    return pd.DataFrame({"utt_id": [f"u{i // 4}" for i in range(len(words))],
+                         "start_s": np.arange(len(words)) * 0.5, "word": words})
+
+
+def test_cca_on_words_keeps_types_with_min_count_tokens():
+    """run("cca") on the word span: words with fewer than min_count tokens and rows without a
+    word are left out; the rest are one-hot coded and held out stratified by word."""
+    from layerwise.analyses import cca_targets
+
+    index = _cca_index({"a": 20, "b": 15, "c": 12, "rare": 3})
+    words = index["word"].to_numpy()
+    rng = np.random.default_rng(2)
+    classes = {w: rng.standard_normal(5) for w in set(words)}
+    layer = np.stack([classes[w] for w in words]) + 0.3 * rng.standard_normal((len(words), 5))
+    table = analyses.run("cca", index, {"layer.0": layer}, model="m", span="word",
+                         pooling="mean", labels=[], params={"n_trials": 2, "min_count": 6},
+                         seed=4)
+    keep = np.isin(words, ["a", "b", "c"])
+    Y = np.zeros((keep.sum(), 3))
+    Y[np.arange(keep.sum()), np.searchsorted(["a", "b", "c"], words[keep])] = 1.0
+    expected = cca_targets.heldout_pwcca(layer[keep], Y, strata=words[keep], n_trials=2, seed=4)
+    row = table.iloc[0]
+    assert (row.model, row.layer, row.span, row.target, row.n_trials) == (
+        "m", "layer.0", "word", "word", 2)
+    assert (row.value, row.trial_min, row.trial_max) == pytest.approx(expected)
+    assert 0.5 < row.value <= 1.0  # the layer holds the word
+    with pytest.raises(ValueError, match="analysis.cca.min_count"):
+        analyses.run("cca", index, {"layer.0": layer}, model="m", span="word", pooling="mean",
+                     labels=[], params={"n_trials": 2, "min_count": 16})
+
+
+def test_cca_on_frames_needs_and_uses_the_mel_matrix():
+    from layerwise.analyses import cca_targets
+
+    index = _cca_index({"a": 60})
+    rng = np.random.default_rng(5)
+    mel = rng.standard_normal((len(index), 8))
+    layers = {"layer.0": mel @ rng.standard_normal((8, 6)) + 0.1 * rng.standard_normal((65, 6))}
+    table = analyses.run("cca", index, layers, model="m", span="frame", pooling="mean",
+                         labels=[], params={"n_trials": 2}, mel=mel, seed=1)
+    expected = cca_targets.heldout_pwcca(layers["layer.0"], mel, n_trials=2, seed=1)
+    assert table.iloc[0].target == "mel"
+    assert (table.iloc[0].value, table.iloc[0].trial_min, table.iloc[0].trial_max) == (
+        pytest.approx(expected))
+    with pytest.raises(ValueError, match="needs the log-mel matrix"):
+        analyses.run("cca", index, layers, model="m", span="frame", pooling="mean", labels=[],
+                     params={})

@@ -185,3 +185,124 @@ def test_log_mel_windows_see_only_their_own_samples():
     edges = np.linspace(hertz_to_mel(0.0, "slaney"), hertz_to_mel(8000.0, "slaney"), 82)
     centre_hz = mel_to_hertz(edges[1 + np.argmax(mel[2] - mel[1])], "slaney")  # window 2 only
     assert 2800 < centre_hz < 3200
+
+
+# --- build_index per span, and pool_layer / pool_frames against numpy written here ----------
+
+RANDOM_LENGTHS = {"u0": 16000, "u1": 12000, "u2": 20000}
+
+
+def _random_store(path, *, mean_layers=("cnn.0",)):
+    """wav2vec2-base's grids (50 Hz transformer) with random frames; ``mean_layers`` stored as
+    one mean row per utterance. Returns the store and ``{layer: {utt: frames}}``."""
+    infos = encoders.conv_front_layers(BASE, SR)
+    rng = np.random.default_rng(7)
+    kept = {}
+    with store.ShardWriter(path, infos, {i.name for i in infos} - set(mean_layers),
+                           dtype="float32", attrs={"model_type": "wav2vec2",
+                                                   "sample_rate": SR}) as w:
+        for utt, n in RANDOM_LENGTHS.items():
+            _, n_frames, _ = _conv_model(BASE)
+            data = {}
+            for i in infos:
+                x = rng.standard_normal((n_frames(i.name, n), i.dim)).astype(np.float32)
+                kept.setdefault(i.name, {})[utt] = x
+                data[i.name] = [x.mean(axis=0) if i.name in mean_layers else x]
+            w.append([utt], [n], data)
+    return store.open(path), kept
+
+
+def _expected_pooling(x, pooling):
+    """Each pooling of a (T, D) block, spelled out."""
+    t = len(x)
+    return {
+        "mean": lambda: x.mean(0),
+        "meanstd": lambda: np.r_[x.mean(0), np.sqrt(((x - x.mean(0)) ** 2).mean(0))],
+        "max": lambda: x.max(0),
+        "center": lambda: x[t // 2],
+        "first": lambda: x[0],
+        "last": lambda: x[t - 1],
+        "middle": lambda: x[t // 3 : t - t // 3].mean(0) if t >= 3 else x.mean(0),
+    }[pooling]()
+
+
+WORDS = pd.DataFrame(
+    [("u1", "word", 0.30, 0.52, "b"), ("u1", "word", 0.05, 0.21, "a"),  # out of order
+     ("u0", "word", 0.10, 0.50, "c"), ("u0", "word", 0.600, 0.603, "d"),  # no frame centred inside
+     ("u0", "phone", 0.10, 0.20, "k"), ("gone", "word", 0.0, 0.3, "x")],
+    columns=ALIGNMENT_COLUMNS)
+
+
+def test_build_index_for_utterances_words_and_phones(tmp_path):
+    fs, _ = _random_store(tmp_path / "s.h5")
+    manifest = _manifest(RANDOM_LENGTHS)
+    utt = pool.build_index(fs, manifest, WORDS, "utterance", labels=["speaker", "absent"])
+    assert list(utt.columns) == [*pool.INDEX_COLUMNS, "speaker"]
+    assert utt["utt_id"].tolist() == fs.utt_ids and utt["row"].tolist() == [0, 1, 2]
+    assert (utt["start_s"] == 0).all() and (utt["unit"] == "").all()
+    np.testing.assert_allclose(utt["end_s"], [RANDOM_LENGTHS[u] / SR for u in fs.utt_ids])
+    speaker = manifest.set_index("utt_id")["speaker"]
+    assert utt["speaker"].tolist() == [speaker[u] for u in fs.utt_ids]
+    word = pool.build_index(fs, manifest, WORDS, "word", labels=["speaker"])
+    order = {u: i for i, u in enumerate(fs.utt_ids)}  # the store's order, then time
+    want = WORDS[(WORDS.tier == "word") & WORDS.utt_id.isin(order)]
+    want = want.assign(o=want.utt_id.map(order)).sort_values(["o", "start_s"])
+    assert word["unit"].tolist() == want["label"].tolist() == word["word"].tolist()
+    assert word["start_s"].tolist() == want["start_s"].tolist()
+    assert word["row"].tolist() == list(range(len(want)))
+    assert word["speaker"].tolist() == [speaker[u] for u in word["utt_id"]]
+    phone = pool.build_index(fs, manifest, WORDS, "phone")
+    assert phone[["utt_id", "unit", "phone"]].values.tolist() == [["u0", "k", "k"]]
+
+
+def test_build_index_refuses_unknown_spans_and_missing_alignments(tmp_path):
+    fs, _ = _random_store(tmp_path / "s.h5")
+    with pytest.raises(ValueError, match="span must be one of"):
+        pool.build_index(fs, _manifest(RANDOM_LENGTHS), WORDS, "syllable")
+    with pytest.raises(ValueError, match="needs phone alignments"):
+        pool.build_index(fs, _manifest(RANDOM_LENGTHS), WORDS[WORDS.tier == "word"], "phone")
+
+
+@pytest.mark.parametrize("pooling", pool.POOLINGS)
+def test_pool_layer_pools_the_frames_centred_in_each_word(tmp_path, pooling):
+    fs, frames = _random_store(tmp_path / "s.h5")
+    index = pool.build_index(fs, _manifest(RANDOM_LENGTHS), WORDS, "word")
+    for layer in ("cnn.3", "layer.0"):
+        info = fs.layer_info(layer)
+        got = pool.pool_layer(fs, layer, index, pooling)
+        assert got.dtype == np.float32
+        assert got.shape == (len(index), info["dim"] * (2 if pooling == "meanstd" else 1))
+        for r, row in index.iterrows():
+            x = frames[layer][row.utt_id]
+            centre = info["first_centre_s"] + np.arange(len(x)) / info["frame_rate_hz"]
+            inside = (centre >= row.start_s) & (centre < row.end_s)
+            if not inside.any():  # shorter than a frame: the frame nearest its midpoint
+                inside = np.arange(len(x)) == np.argmin(np.abs(centre - (row.start_s + row.end_s) / 2))
+                assert row.unit == "d"
+            np.testing.assert_allclose(got[r], _expected_pooling(x[inside], pooling),
+                                       rtol=1e-5, atol=1e-6, err_msg=f"{layer} row {r}")
+
+
+@pytest.mark.parametrize("pooling", pool.POOLINGS)
+@pytest.mark.parametrize("t", [1, 2, 3, 4, 7])
+def test_pool_frames_of_every_length(pooling, t):
+    x = np.random.default_rng(t).standard_normal((t, 3))
+    np.testing.assert_allclose(pool.pool_frames(x, pooling), _expected_pooling(x, pooling))
+
+
+def test_layers_stored_as_means_pool_only_to_utterance_means(tmp_path):
+    fs, frames = _random_store(tmp_path / "s.h5")
+    manifest = _manifest(RANDOM_LENGTHS)
+    utt = pool.build_index(fs, manifest, WORDS, "utterance")
+    assert "cnn.0" in pool.poolable_layers(fs, "utterance", "mean")
+    assert "cnn.0" not in pool.poolable_layers(fs, "utterance", "max")
+    np.testing.assert_allclose(pool.pool_layer(fs, "cnn.0", utt, "mean"),
+                               [frames["cnn.0"][u].mean(0) for u in utt["utt_id"]], rtol=1e-5)
+    np.testing.assert_allclose(pool.pool_layer(fs, "layer.0", utt, "mean"),
+                               [frames["layer.0"][u].mean(0) for u in utt["utt_id"]], rtol=1e-5)
+    for span, pooling in (("utterance", "max"), ("word", "mean")):
+        index = pool.build_index(fs, manifest, WORDS, span)
+        with pytest.raises(ValueError, match="cnn.0 is stored only as an utterance mean"):
+            pool.pool_layer(fs, "cnn.0", index, pooling)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        pool.pool_layer(fs, "layer.0", utt, "median")
