@@ -21,6 +21,7 @@ rule corpus_scan:
 rule audio_shard:
     input:
         manifest=f"{OUT}/manifest.tsv",
+        hf_audio=f"{OUT}/hf_audio",
     output:
         wav=directory(f"{OUT}/wav/shard-{{shard}}"),
         table=f"{OUT}/wav/shard-{{shard}}.tsv",

@@ -170,3 +170,140 @@ def test_damaged_pooled_matrix_stops_with_one_line_and_the_fix_works(run):
     shutil.rmtree(folder)
     proc = snakemake(wd, target)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+SPANS = ("utterance", "word", "frame")
+
+
+def span_analyses(analyses) -> list[tuple[str, str]]:
+    """(analysis, span) of the spans run: every analysis on words and frames; on utterances,
+    which the ``run`` fixture covers with every analysis, similarity alone (time)."""
+    return [(a, span) for span in SPANS for a in analyses.NAMES
+            if (a != "cca" or span in analyses.CCA_SPANS)
+            and (span != "utterance" or a == "similarity")]
+
+
+@pytest.fixture(scope="module")
+def spans_run(tmp_path_factory):
+    """Every analysis table of the utterance, word and frame spans, with the cross-model tables,
+    for two tiny models saved locally (folder sources, as users' own models are), with word
+    alignments from a CTM file and a reduced analysis config."""
+    from layerwise import analyses
+    from layerwise.extract import models
+
+    wd = tmp_path_factory.mktemp("spans")
+    tree = librispeech_tree(wd / "corpus", bad=False)
+    lines = [f"{utt} 1 {start:.2f} 0.25 {word}" for utt in tree["good"]
+             for start, word in ((0.1, "hello"), (0.4, "world"), (0.7, "number"))]
+    (wd / "words.ctm").write_text("\n".join(lines) + "\n")
+    for name, preset in (("w2v", "tiny-wav2vec2"), ("wh", "tiny-whisper")):
+        models.prepare(f"random:{preset}", wd / "models" / name)
+    config = {
+        "results": "out",
+        "corpus": {"name": "s", "source": "librispeech", "path": "corpus/dev-clean",
+                   "alignments": "words.ctm", "shards": 1, "labels": ["speaker", "gender"]},
+        "models": [{"name": "w2v", "source": "models/w2v"},
+                   {"name": "wh", "source": "models/wh"}],
+        "extract": {"batch_seconds": 6},
+        "pool": {"spans": list(SPANS), "poolings": ["mean"], "max_frames": 300},
+        "analysis": {"similarity": {"n_boot": 2, "max_rows": 200}, "probes": {"folds": 2},
+                     "convexity": {"min_count": 3, "max_rows": 200},
+                     "clustering": {"n_clusters": 4}, "featstats": {"n_pairs": 100},
+                     "cca": {"n_trials": 1, "min_count": 3},
+                     "embed": {"methods": ["pca"], "max_rows": 100}},
+    }
+    (wd / "config.yaml").write_text(yaml.safe_dump(config))
+    targets = [f"out/s/tables/{m}/{a}-{span}-mean.tsv" for m in ("w2v", "wh")
+               for a, span in span_analyses(analyses)]
+    targets += [f"out/s/tables/cross/w2v--wh/similarity-{span}-mean.tsv" for span in SPANS]
+    # one thread per analysis job, so that the two cores run two of these small jobs at once
+    proc = snakemake(wd, *targets, extra=["--set-threads", "analyse=1", "analyse_cross=1"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return wd, tree, targets
+
+
+@pytest.mark.parametrize("span", SPANS)
+def test_every_span_has_every_table_for_both_models(spans_run, span):
+    from layerwise import analyses
+
+    wd, tree, _ = spans_run
+    tables = wd / "out" / "s" / "tables"
+    for model in ("w2v", "wh"):
+        index = pd.read_csv(wd / "out" / "s" / "pooled" / model / f"{span}-mean" / "index.tsv",
+                            sep="\t", keep_default_na=False)
+        assert set(index["utt_id"]) == set(tree["good"])
+        if span == "word":
+            assert len(index) == 3 * len(tree["good"])
+            assert set(index["unit"]) == {"hello", "world", "number"}
+        if span == "frame":
+            assert len(index) == 300 and set(index["word"]) >= {"hello", "world", "number", ""}
+        for name in (a for a, sp in span_analyses(analyses) if sp == span):
+            table = pd.read_csv(tables / model / f"{name}-{span}-mean.tsv", sep="\t")
+            assert len(table) > 0, (model, name)
+            if "model" in table.columns:
+                assert set(table["model"]) == {model}, (model, name)
+            if "span" in table.columns:
+                assert set(table["span"]) == {span}, (model, name)
+        sim = pd.read_csv(tables / model / f"similarity-{span}-mean.tsv", sep="\t")
+        linear = sim[sim.metric == "cka_linear"]
+        assert np.isfinite(linear["value"]).all() and (linear["n_rows"] == len(index)).all()
+        assert linear[linear.layer_a == linear.layer_b]["value"].to_numpy() == pytest.approx(1.0)
+        if span != "utterance":
+            cca = pd.read_csv(tables / model / f"cca-{span}-mean.tsv", sep="\t")
+            assert set(cca["target"]) == {"mel" if span == "frame" else "word"}
+            assert np.isfinite(cca["value"]).all() and cca["value"].between(0, 1).all()
+        if span != "utterance":
+            probes = pd.read_csv(tables / model / f"probes-{span}-mean.tsv", sep="\t")
+            assert {"speaker", "gender", "word"} <= set(probes["label"])
+            assert probes["value"].notna().any()
+
+
+@pytest.mark.parametrize("span", SPANS)
+def test_cross_model_table_pairs_every_layer_of_the_two_models(spans_run, span):
+    from layerwise.io import pooled
+
+    wd, _, _ = spans_run
+    out = wd / "out" / "s"
+    cross = pd.read_csv(out / "tables" / "cross" / "w2v--wh" / f"similarity-{span}-mean.tsv",
+                        sep="\t")
+    layers = {m: pooled.read_meta(out / "pooled" / m / f"{span}-mean")["layers"]
+              for m in ("w2v", "wh")}
+    assert set(cross["model_a"]) == {"w2v"} and set(cross["model_b"]) == {"wh"}
+    linear = cross[cross.metric == "cka_linear"]
+    assert set(zip(linear.layer_a, linear.layer_b, strict=True)) == {
+        (a, b) for a in layers["w2v"] for b in layers["wh"]}
+    assert np.isfinite(linear["value"]).all() and linear["value"].between(0, 1 + 1e-9).all()
+    n_index = len(pd.read_csv(out / "pooled" / "w2v" / f"{span}-mean" / "index.tsv", sep="\t"))
+    assert (linear["n_rows"] == n_index).all()  # both models kept every utterance
+
+
+def test_hf_dataset_audio_is_an_output_of_the_scan(tmp_path):
+    """A Hugging Face dataset's audio is written by corpus_scan into its declared hf_audio/
+    folder: the manifest points there, and the audio shards that read it have it as an input."""
+    datasets = pytest.importorskip("datasets")
+    import soundfile as sf
+    from conftest import speechlike
+
+    clips = []
+    for i in range(2):
+        sf.write(tmp_path / f"clip{i}.flac", speechlike(8000, i), 16000)
+        clips.append({"bytes": (tmp_path / f"clip{i}.flac").read_bytes(), "path": f"clip{i}.flac"})
+    datasets.Dataset.from_dict({"audio": clips, "label": ["a", "b"]}).cast_column(
+        "audio", datasets.Audio(decode=False)).save_to_disk(tmp_path / "ds")
+    config = {"results": "out", "corpus": {"name": "h", "source": "hf", "path": "ds"},
+              "models": [{"name": "w2v", "source": "random:tiny-wav2vec2"}]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "out/h/wav/shard-000.tsv"
+    proc = snakemake(tmp_path, target)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = pd.read_csv(tmp_path / "out" / "h" / "manifest.tsv", sep="\t")
+    audio_dir = (tmp_path / "out" / "h" / "hf_audio").resolve()
+    assert len(manifest) == 2
+    assert all((tmp_path / p).resolve().parent == audio_dir and (tmp_path / p).is_file()
+               for p in manifest["path"])
+    assert "Nothing to be done" in snakemake(tmp_path, target, extra=["-n"]).stdout
+    # the shards read the folder: rebuilding one without it rebuilds it first
+    shutil.rmtree(audio_dir)
+    (tmp_path / target).unlink()
+    proc = snakemake(tmp_path, target, extra=["-n"])
+    assert "Missing output files: out/h/hf_audio" in proc.stdout + proc.stderr
