@@ -5,8 +5,9 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from layerwise import analyses as layerwise_analyses
 from layerwise import config as layerwise_config
+from layerwise import vocabulary
+from layerwise.analyses.registry import REGISTRY
 from layerwise.config import config_hash
 from layerwise.extract.models import needs_preparation
 
@@ -35,9 +36,9 @@ MODELS = {m["name"]: m for m in config["models"]}
 SPAN_POOLINGS = [
     f"{span}-{pooling}"
     for span in config["pool"]["spans"]
-    for pooling in (["mean"] if span == "frame" else config["pool"]["poolings"])
+    for pooling in vocabulary.span_poolings(span, config["pool"]["poolings"])
 ]
-ANALYSES = list(layerwise_analyses.NAMES)
+ANALYSES = list(REGISTRY)
 
 
 wildcard_constraints:
@@ -45,9 +46,9 @@ wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
     model_a="|".join(re.escape(m) for m in MODELS),
     model_b="|".join(re.escape(m) for m in MODELS),
-    span="utterance|word|phone|frame",
-    pooling="mean|meanstd|max|center|first|last|middle",
-    layer=r"cnn\.\d+|proj|layer\.\d+",
+    span="|".join(vocabulary.SPANS),
+    pooling="|".join(vocabulary.POOLINGS),
+    layer=vocabulary.LAYER_NAME,
     analysis="|".join(ANALYSES),
     label=r"[A-Za-z0-9_]+",
 
@@ -98,7 +99,7 @@ def rejection_records():
 
 def analysis_params(name):
     """The config section of one analysis (what changes its numbers)."""
-    return dict(config["analysis"][name])
+    return dict(config["analysis"][REGISTRY[name].section])
 
 
 def mel_input(wildcards):
@@ -120,7 +121,7 @@ def tables():
         for model in MODELS
         for analysis in ANALYSES
         for sp in SPAN_POOLINGS
-        if analysis != "cca" or sp.split("-")[0] in layerwise_analyses.CCA_SPANS
+        if sp.split("-")[0] in REGISTRY[analysis].spans
     ]
     if config["analysis"]["cross_model"]:
         out += [
@@ -146,7 +147,7 @@ def curve_tables(wildcards):
         name: [f"{OUT}/tables/{m}/{name}-{sp}.tsv" for m in MODELS]
         for name in ("probes", "convexity", "clustering")
     }
-    if wildcards.span in layerwise_analyses.CCA_SPANS:
+    if wildcards.span in REGISTRY["cca"].spans:
         out["cca"] = [f"{OUT}/tables/{m}/cca-{sp}.tsv" for m in MODELS]
     return out
 

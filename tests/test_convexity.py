@@ -279,7 +279,7 @@ def test_run_passes_schema_params_and_limits_only_unit_labels(schema_params):
     layers, index = word_pool()
     params = {**schema_params["convexity"], "max_rows": 500, "min_count": 30}
     table = analyses.run("convexity", index, layers, model="m", span="word", pooling="mean",
-                         labels=["speaker"], params=params)
+                         labels=["speaker"], params=params, seed=0)
     assert set(table["label"]) == {"speaker", "word"}
     words = table[table["label"] == "word"]
     assert (words["min_count"] == 30).all() and (words["max_classes"] == 100).all()

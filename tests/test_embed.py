@@ -209,6 +209,6 @@ def test_run_embeds_with_schema_params(schema_params):
     layers = make_layers(n=len(index))
     params = {**schema_params["embed"], "methods": ["pca"], "max_rows": 50}
     table = analyses.run("embed", index, layers, model="m", span="word", pooling="mean",
-                         labels=["speaker"], params=params)
+                         labels=["speaker"], params=params, seed=0)
     assert set(table["layer"]) == {"layer.0", "layer.1", "layer.2"}
     assert (table["n_rows"] == 50).all() and list(table.columns[-2:]) == ["speaker", "word"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,6 +28,7 @@ from sklearn.manifold import TSNE
 
 from layerwise.analyses import subsample
 from layerwise.analyses.featstats import check_matrix, check_positive_int, progress_bar
+from layerwise.vocabulary import layer_index
 
 __all__ = [
     "EMBED_COLUMNS",
@@ -65,7 +65,6 @@ TSNE_BACKENDS = ("opentsne", "sklearn")
 FFT_MIN_ROWS = 4_000
 
 _DEFAULT_LAYERS = ("first", "middle", "last")
-_TRANSFORMER_LAYER = re.compile(r"^layer\.(\d+)$")
 
 
 def select_layers(names: Sequence[str], spec: Sequence[str] | str | None = None) -> list[str]:
@@ -95,7 +94,7 @@ def select_layers(names: Sequence[str], spec: Sequence[str] | str | None = None)
     names = [str(name) for name in names]
     spec = list(_DEFAULT_LAYERS) if spec is None else [spec] if isinstance(spec, str) else spec
     numbered = sorted(
-        (int(m.group(1)), name) for name in names if (m := _TRANSFORMER_LAYER.match(name))
+        (i, name) for name in names if (i := layer_index(name)) is not None
     )
     transformer = [name for _, name in numbered]
     keywords = {}

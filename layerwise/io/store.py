@@ -43,6 +43,7 @@ import numpy as np
 from layerwise.errors import InputError
 from layerwise.extract.frames import FrameGrid, stored_grid
 from layerwise.io import atomic
+from layerwise.vocabulary import layer_sort_key
 
 ENCODING_TYPE = "layerwise-features"
 ENCODING_VERSION = "1.0.0"
@@ -280,9 +281,3 @@ def open(path: str | Path | Sequence[str | Path]) -> FeatureStore:  # noqa: A001
         paths = list(path)
     return FeatureStore(paths)
 
-
-def layer_sort_key(name: str) -> tuple[int, int]:
-    """Model order: cnn.* < proj < layer.*, numerically within a group."""
-    group, _, idx = name.partition(".")
-    order = {"cnn": 0, "proj": 1, "layer": 2}.get(group, 3)
-    return order, int(idx) if idx.isdigit() else 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from matplotlib.colors import Colormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from layerwise.io.store import layer_sort_key  # noqa: E402
+from layerwise.vocabulary import LAYER_GROUPS, layer_index, layer_sort_key  # noqa: E402
 
 __all__ = [
     "DPI",
@@ -114,16 +113,10 @@ def sort_layers(layers: Iterable[str]) -> list[str]:
 def short_layer(name: str) -> str:
     """Compact tick label: ``layer.12`` -> ``L12``, ``cnn.3`` -> ``C3``, ``proj`` -> ``P``."""
     group, _, idx = str(name).partition(".")
-    prefix = {"layer": "L", "cnn": "C", "proj": "P"}.get(group)
+    prefix = dict(zip(LAYER_GROUPS, "CPL", strict=True)).get(group)
     if prefix is None:
         return str(name)
     return prefix + idx
-
-
-def layer_index(name: str) -> int | None:
-    """Index within the transformer stack (``layer.i`` -> ``i``); None for other layers."""
-    m = re.fullmatch(r"layer\.(\d+)", str(name))
-    return int(m.group(1)) if m else None
 
 
 def layer_group_boundaries(layers: Sequence[str]) -> list[float]:

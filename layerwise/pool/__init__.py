@@ -25,11 +25,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from layerwise.io.store import FeatureStore, layer_sort_key
+from layerwise.io.store import FeatureStore
+from layerwise.vocabulary import POOLINGS, SPANS, layer_sort_key
 
 log = logging.getLogger(__name__)
-SPANS = ("utterance", "word", "phone", "frame")
-POOLINGS = ("mean", "meanstd", "max", "center", "first", "last", "middle")
 INDEX_COLUMNS = ["row", "utt_id", "start_s", "end_s", "unit"]
 #: Instants are drawn on this grid (s), whatever the models' frame rates.
 GRID_S = 0.01
@@ -45,7 +44,7 @@ def build_index(
     span: str,
     *,
     labels: Sequence[str] = (),
-    max_frames: int = 20000,
+    max_frames: int,
     seed: int = 0,
 ) -> pd.DataFrame:
     """The rows of a pooled matrix: ``row, utt_id, start_s, end_s, unit`` + label columns.
