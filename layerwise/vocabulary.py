@@ -47,3 +47,13 @@ def layer_index(name: str) -> int | None:
     """Index within the transformer stack (``layer.i`` -> ``i``); None for other layers."""
     m = _TRANSFORMER.fullmatch(str(name))
     return int(m.group(1)) if m else None
+
+
+def pick_evenly(items, n: int) -> list:
+    """At most ``n`` items (layers, in model order), evenly spaced, keeping the first and
+    the last."""
+    items = list(items)
+    if len(items) <= n:
+        return items
+    step = (len(items) - 1) / (n - 1) if n > 1 else 0
+    return [items[i] for i in sorted({round(k * step) for k in range(n)})]

@@ -123,6 +123,11 @@ def tables():
         for sp in SPAN_POOLINGS
         if sp.split("-")[0] in REGISTRY[analysis].spans
     ]
+    out += [
+        f"{OUT}/tables/{model}/temporal-{part}.tsv"
+        for model in MODELS
+        for part in ("selfsim", "trajectory")
+    ]
     if config["analysis"]["cross_model"]:
         out += [
             f"{OUT}/tables/cross/{a}--{b}/similarity-{sp}.tsv"

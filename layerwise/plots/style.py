@@ -32,7 +32,7 @@ from matplotlib.colors import Colormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from layerwise.vocabulary import LAYER_GROUPS, layer_index, layer_sort_key  # noqa: E402
+from layerwise.vocabulary import LAYER_GROUPS, layer_index, layer_sort_key, pick_evenly  # noqa: E402
 
 __all__ = [
     "DPI",
@@ -124,15 +124,6 @@ def layer_group_boundaries(layers: Sequence[str]) -> list[float]:
     ``proj``; used to draw thin separators on layer axes."""
     groups = [str(n).partition(".")[0] for n in layers]
     return [i - 0.5 for i in range(1, len(groups)) if groups[i] != groups[i - 1]]
-
-
-def pick_evenly(items: Sequence, n: int) -> list:
-    """At most ``n`` items, evenly spaced, always keeping the first and the last."""
-    items = list(items)
-    if len(items) <= n:
-        return items
-    idx = np.unique(np.round(np.linspace(0, len(items) - 1, n)).astype(int))
-    return [items[i] for i in idx]
 
 
 def _nice_step(step: int) -> int:
