@@ -116,7 +116,7 @@ def test_featstats_table_columns_and_statistics():
         ({}, "non-empty dict"),
         ({"a": np.zeros(3)}, "must be a 2-D"),
         ({"a": np.zeros((3, 2)), "b": np.zeros((4, 2))}, "same rows"),
-        ({"a": np.array([[1.0, np.inf]])}, "NaN or infinite"),
+        ({"a": np.array([[1.0, np.inf]])}, "NaN or infinity"),
         ({"a": np.array([["x", "y"]])}, "real numbers"),
     ],
 )

@@ -34,13 +34,8 @@ from sklearn.model_selection import GroupShuffleSplit
 from threadpoolctl import threadpool_limits
 
 from layerwise.analyses import subsample
-from layerwise.analyses.featstats import (
-    check_label_frame,
-    check_labels,
-    check_matrix,
-    check_positive_int,
-    progress_bar,
-)
+from layerwise.analyses.validation import check_int, check_label_frame, check_labels, check_matrix
+from layerwise.logs import progress_bar
 
 __all__ = [
     "CLUSTERING_COLUMNS",
@@ -196,10 +191,10 @@ def fit_kmeans(X, *, k: int, seed: int | None = 0, n_init: int = 1) -> MiniBatch
     D. Sculley, "Web-scale k-means clustering", WWW 2010.
     """
     X = check_matrix(X, min_rows=1)
-    k = check_positive_int(k, name="k")
+    k = check_int(k, "k", low=1)
     if k > X.shape[0]:
         raise ValueError(f"k={k} exceeds the number of rows ({X.shape[0]})")
-    n_init = check_positive_int(n_init, name="n_init")
+    n_init = check_int(n_init, "n_init", low=1)
     model = MiniBatchKMeans(n_clusters=k, n_init=n_init, random_state=seed,
                             batch_size=min(1024, X.shape[0]), compute_labels=False)
     with threadpool_limits(limits=1):
@@ -316,7 +311,7 @@ def clustering_table(
     """
     n_rows = subsample.shared_rows(layers)
     labelings = check_label_frame(labels_df, label_columns=label_columns, n_rows=n_rows)
-    n_clusters = check_positive_int(n_clusters, name="n_clusters")
+    n_clusters = check_int(n_clusters, "n_clusters", low=1)
     if not labelings:
         return pd.DataFrame(columns=list(CLUSTERING_COLUMNS))
     by = group if group in labels_df.columns else "utt_id"

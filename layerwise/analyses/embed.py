@@ -27,7 +27,8 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from layerwise.analyses import subsample
-from layerwise.analyses.featstats import check_matrix, check_positive_int, progress_bar
+from layerwise.analyses.validation import check_int, check_matrix
+from layerwise.logs import progress_bar
 from layerwise.vocabulary import layer_index
 
 __all__ = [
@@ -259,7 +260,7 @@ def umap_2d(X, *, seed: int | None = 0, n_neighbors: int = 15) -> np.ndarray:
     (30, 2)
     """
     X = check_matrix(X, min_rows=3, min_cols=2)
-    n_neighbors = check_positive_int(n_neighbors, name="n_neighbors", minimum=2)
+    n_neighbors = check_int(n_neighbors, "n_neighbors", low=2)
     import umap  # optional dependency
 
     reducer = umap.UMAP(
@@ -373,7 +374,7 @@ def embedding_table(
     methods = list(methods)
     if not methods or any(method not in METHODS for method in methods):
         raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods}")
-    max_rows = check_positive_int(max_rows, name="max_rows", minimum=3)
+    max_rows = check_int(max_rows, "max_rows", low=3)
     chosen = select_layers(list(layers), layers_to_embed)
     if "umap" in methods and not umap_available():
         logger.warning("umap-learn is not installed; skipping UMAP embeddings")

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from layerwise.analyses.validation import check_matrix
 from layerwise.vocabulary import pick_evenly
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,7 @@ def trajectory_table(frames: Mapping[str, np.ndarray], times: Mapping[str, np.nd
 
 
 def _check_frames(layer: str, X: np.ndarray, times) -> None:
-    if np.ndim(X) != 2 or len(X) < 2:
-        raise ValueError(f"frames of {layer} must be (T >= 2, D), got shape {np.shape(X)}")
+    check_matrix(X, f"frames of {layer}", min_rows=2)
     if len(times) != len(X):
         raise ValueError(f"{layer}: {len(times)} times for {len(X)} frames")
 

@@ -26,9 +26,6 @@ from layerwise.analyses.similarity._validation import (
     FloatMatrix,
     UndefinedSimilarityWarning,
     _centre,
-    _check_int,
-    _check_matrix,
-    _check_real,
     _cka_ratio,
     _gram_to_sq_distances,
     _matched_cosines,
@@ -41,6 +38,7 @@ from layerwise.analyses.similarity.neighbours import (
     _knn_indices,
     _knn_overlap,
 )
+from layerwise.analyses.validation import check_int, check_matrix, check_real
 
 # --------------------------------------------------------------------------------------
 # Similarity table: every layer pair, every metric, one pass of per-layer precomputation
@@ -583,7 +581,7 @@ def _check_layers(layers: object, name: str) -> tuple[list[str], list[FloatMatri
             raise ValueError(f"{name} keys must be layer names (str), got {key!r}")
         names.append(key)
         # float32 stays float32: the exact metrics read float64 chunks of rows
-        mats.append(_check_matrix(value, f"{name}[{key!r}]", as_float64=False))
+        mats.append(check_matrix(value, f"{name}[{key!r}]", min_rows=0))
     return names, mats
 
 
@@ -706,15 +704,15 @@ def similarity_table(
     min_rows = 4 if "cka_debiased" in metrics else 2
     if n < min_rows:
         raise ValueError(f"the layers need at least {min_rows} rows, got {n}")
-    n_boot = _check_int(n_boot, "n_boot", low=0)
-    seed = _check_int(seed, "seed", low=0)
-    rbf_threshold = _check_real(rbf_threshold, "rbf_threshold", low=0.0, low_open=True)
+    n_boot = check_int(n_boot, "n_boot", low=0)
+    seed = check_int(seed, "seed", low=0)
+    rbf_threshold = check_real(rbf_threshold, "rbf_threshold", low=0.0, low_open=True)
     if svcca_components is not None:
-        svcca_components = _check_int(svcca_components, "svcca_components", low=1)
+        svcca_components = check_int(svcca_components, "svcca_components", low=1)
     codes = _group_codes(groups, n)
 
     if max_rows is not None:
-        max_rows = _check_int(max_rows, "max_rows", low=2)
+        max_rows = check_int(max_rows, "max_rows", low=2)
 
     cross_model = layers_b is not None and model_a != model_b
     labels_a = [f"{model_a}:{name}" for name in names_a]
@@ -724,7 +722,7 @@ def similarity_table(
     sample = _sample_rows(n, max_rows, groups, seed) if sampled else None
     n_sample = n if sample is None else sample.size
     if "mutual_knn" in sampled:
-        knn_k = _check_int(knn_k, "knn_k", low=1, high=n_sample - 1)
+        knn_k = check_int(knn_k, "knn_k", low=1, high=n_sample - 1)
     halves = n_boot if _HALF_SAMPLED & set(metrics) else 0
     boots = n_boot if set(metrics) - _HALF_SAMPLED else 0
     steps = (len(mats_a) + len(mats_b or [])) * bool(sampled) + 1 + boots + 1 + halves
