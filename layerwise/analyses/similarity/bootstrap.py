@@ -15,8 +15,8 @@ from layerwise.analyses.similarity._intervals import (
     _bootstrap_weights,
     _group_codes,
 )
+from layerwise.analyses.similarity._numerics import UndefinedSimilarityWarning
 from layerwise.analyses.similarity._registry import METRICS
-from layerwise.analyses.similarity._validation import UndefinedSimilarityWarning
 from layerwise.analyses.similarity.table import _TableComputation
 from layerwise.analyses.validation import check_int, check_pair, check_real
 

@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import linalg
 
-from layerwise.analyses.similarity._validation import (
+from layerwise.analyses.similarity._numerics import (
     FloatMatrix,
     _centre,
     _column_means,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from layerwise.analyses.similarity._validation import (
+from layerwise.analyses.similarity._numerics import (
     FloatMatrix,
     _centre,
     _double_centre,

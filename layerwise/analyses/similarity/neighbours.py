@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from layerwise.analyses.similarity._validation import (
+from layerwise.analyses.similarity._numerics import (
     _BLOCK_ELEMENTS,
     FloatMatrix,
     _matched_cosines,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from layerwise.analyses.similarity._validation import (
+from layerwise.analyses.similarity._numerics import (
     FloatMatrix,
     UndefinedSimilarityWarning,
     _column_means,

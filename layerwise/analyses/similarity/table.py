@@ -17,11 +17,7 @@ from layerwise.analyses.similarity._intervals import (
     _HALF_SAMPLED,
     _group_codes,
 )
-from layerwise.analyses.similarity._parallel import _for_each_layer, _single_threaded_blas
-from layerwise.analyses.similarity._registry import METRICS, TABLE_COLUMNS
-from layerwise.analyses.similarity._results import _MetricResults
-from layerwise.analyses.similarity._sample import _sample_rows
-from layerwise.analyses.similarity._validation import (
+from layerwise.analyses.similarity._numerics import (
     _BLOCK_ELEMENTS,
     FloatMatrix,
     UndefinedSimilarityWarning,
@@ -31,6 +27,10 @@ from layerwise.analyses.similarity._validation import (
     _matched_cosines,
     _row_sq_norms,
 )
+from layerwise.analyses.similarity._parallel import _for_each_layer, _single_threaded_blas
+from layerwise.analyses.similarity._registry import METRICS, TABLE_COLUMNS
+from layerwise.analyses.similarity._results import _MetricResults
+from layerwise.analyses.similarity._sample import _sample_rows
 from layerwise.analyses.similarity.cca import _canonical, _n_kept, _projection_weights, _top_eigen
 from layerwise.analyses.similarity.gram import EXACT_METRICS, _GramComputation
 from layerwise.analyses.similarity.neighbours import (

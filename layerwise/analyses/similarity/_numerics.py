@@ -1,4 +1,5 @@
-"""Input validation, the warning for undefined values, and numerical building blocks."""
+"""Shared numerics of the similarity metrics, and the warning for undefined values (input
+checks: layerwise.analyses.validation)."""
 
 from __future__ import annotations
 
