@@ -9,6 +9,8 @@ of ``{}`` gets its properties' defaults).
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from functools import cache
 from pathlib import Path
 
@@ -38,3 +40,14 @@ def _fill(node: dict) -> dict:
         elif "default" in spec:
             out[key] = copy.deepcopy(spec["default"])
     return out
+
+
+def with_defaults(fn, section: str, *, rename: dict[str, str] | None = None, **overrides):
+    """``fn`` (an analysis function) with the defaults of ``analysis.<section>`` bound as
+    keywords, for tests that call it directly; ``rename`` maps a schema key to the function's
+    keyword where they differ, ``overrides`` are the caller's own values."""
+    rename = rename or {}
+    accepted = inspect.signature(fn).parameters
+    bound = {rename.get(k, k): v for k, v in defaults("analysis", section).items()}
+    bound = {k: v for k, v in bound.items() if k in accepted}
+    return functools.partial(fn, **{**bound, **overrides})

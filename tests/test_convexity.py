@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks import schema
 from layerwise import analyses
 from layerwise.analyses import convexity, subsample
 from layerwise.analyses.convexity import (
@@ -16,6 +17,9 @@ from layerwise.analyses.convexity import (
     graph_convexity,
     knn_graph,
 )
+
+#: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
+convexity_table = schema.with_defaults(convexity_table, "convexity")
 
 
 def by_class(result: pd.DataFrame) -> dict[str, float]:

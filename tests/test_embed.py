@@ -10,9 +10,13 @@ import pytest
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
+from benchmarks import schema
 from layerwise import analyses
 from layerwise.analyses import embed, subsample
 from layerwise.analyses.embed import EMBED_COLUMNS, embedding_table, select_layers
+
+#: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
+embedding_table = schema.with_defaults(embedding_table, "embed", rename={"layers": "layers_to_embed"})
 
 
 @pytest.fixture(autouse=True)

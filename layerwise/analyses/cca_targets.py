@@ -135,7 +135,7 @@ def min_count_filter(labels: np.ndarray, min_count: int) -> np.ndarray:
 
 
 def cca_table(layers: dict[str, np.ndarray], target: np.ndarray, *, target_name: str, model: str,
-              span: str, strata: np.ndarray | None = None, n_trials: int = 3, seed: int = 0,
+              span: str, strata: np.ndarray | None = None, n_trials: int, seed: int = 0,
               weighted_side: str = "layer", progress: bool = True) -> pd.DataFrame:
     """Held-out PWCCA of every layer with ``target`` (one-hot labels or mel features).
 

@@ -249,9 +249,9 @@ def clustering_table(
     model: str,
     span: str,
     pooling: str,
-    n_clusters: int = 500,
-    held_out: float = 0.2,
-    group: str | None = None,
+    n_clusters: int,
+    held_out: float,
+    group: str | None,
     seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -306,7 +306,8 @@ def clustering_table(
     >>> layers = {"layer.0": rng.standard_normal((30, 4))}
     >>> labels_df = pd.DataFrame({"spk": np.repeat(["a", "b", "c"], 10)})
     >>> clustering_table(layers, labels_df, label_columns="spk", model="m", span="word",
-    ...                  pooling="mean", n_clusters=3, progress=False).shape
+    ...                  pooling="mean", n_clusters=3, held_out=0.2, group=None,
+    ...                  progress=False).shape
     (3, 10)
     """
     n_rows = subsample.shared_rows(layers)

@@ -348,11 +348,11 @@ def convexity_table(
     model: str,
     span: str,
     pooling: str,
-    k: int = 10,
-    max_pairs: int = 5000,
-    max_rows: int = 5000,
-    min_count: int = 20,
-    max_classes: int = 100,
+    k: int,
+    max_pairs: int,
+    max_rows: int,
+    min_count: int,
+    max_classes: int,
     limited: Sequence[str] = (),
     seed: int = 0,
     progress: bool = True,
@@ -417,7 +417,8 @@ def convexity_table(
     >>> layers = {"layer.0": rng.standard_normal((30, 4))}
     >>> labels_df = pd.DataFrame({"spk": np.repeat(["a", "b", "c"], 10)})
     >>> convexity_table(layers, labels_df, label_columns=["spk"], model="m", span="word",
-    ...                 pooling="mean", progress=False).shape
+    ...                 pooling="mean", k=10, max_pairs=5000, max_rows=5000, min_count=20,
+    ...                 max_classes=100, progress=False).shape
     (4, 12)
     """
     n_rows = subsample.shared_rows(layers)

@@ -305,13 +305,13 @@ def embedding_table(
     labels_df: pd.DataFrame,
     *,
     label_columns: Sequence[str] | None = None,
-    layers_to_embed: Sequence[str] | str | None = None,
-    methods: Sequence[str] = METHODS,
+    layers_to_embed: Sequence[str] | str | None,
+    methods: Sequence[str],
     model: str,
     span: str,
     pooling: str,
     seed: int = 0,
-    max_rows: int = 5000,
+    max_rows: int,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Long table of 2-D embeddings of some layers, with every row's labels.
@@ -357,7 +357,8 @@ def embedding_table(
     >>> layers = {f"layer.{i}": rng.standard_normal((20, 4)) for i in range(3)}
     >>> labels_df = pd.DataFrame({"spk": np.repeat(["a", "b"], 10)})
     >>> table = embedding_table(layers, labels_df, methods=["pca"], model="m", span="word",
-    ...                         pooling="mean", progress=False)
+    ...                         pooling="mean", layers_to_embed=None, max_rows=5000,
+    ...                         progress=False)
     >>> table.shape, list(table.columns[-2:])
     ((60, 11), ['n_rows', 'spk'])
     """

@@ -268,7 +268,7 @@ def featstats_table(
     *,
     model: str,
     seed: int = 0,
-    n_pairs: int = 2000,
+    n_pairs: int,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Tidy table of label-free activation statistics for every layer.
@@ -302,7 +302,7 @@ def featstats_table(
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> layers = {"layer.0": rng.standard_normal((40, 8)), "layer.1": rng.standard_normal((40, 8))}
-    >>> featstats_table(layers, model="toy", progress=False).shape
+    >>> featstats_table(layers, model="toy", n_pairs=2000, progress=False).shape
     (94, 4)
     """
     layers = check_layers(layers)

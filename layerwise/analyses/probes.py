@@ -603,10 +603,10 @@ def probe_table(
     model: str,
     span: str,
     pooling: str,
-    probe: str = "logreg",
-    folds: int = 5,
-    group: str | None = None,
-    fallback_group: str | None = None,
+    probe: str,
+    folds: int,
+    group: str | None,
+    fallback_group: str | None,
     seed: int = 0,
     max_dims: int | None = 256,
     pca_on: str = "train",
@@ -667,7 +667,8 @@ def probe_table(
     >>> layers = {"layer.0": rng.standard_normal((40, 4))}
     >>> labels_df = pd.DataFrame({"spk": np.repeat(["a", "b"], 20)})
     >>> probe_table(layers, labels_df, label_columns="spk", model="m", span="word",
-    ...             pooling="mean", progress=False).shape
+    ...             pooling="mean", probe="logreg", folds=5, group=None,
+    ...             fallback_group=None, progress=False).shape
     (2, 13)
     """
     layers = check_layers(layers, min_rows=2)

@@ -594,13 +594,13 @@ def similarity_table(
     model_b: str,
     span: str,
     pooling: str,
-    n_boot: int = 0,
+    n_boot: int,
     seed: int = 0,
-    knn_k: int = 10,
-    rbf_threshold: float = 0.5,
-    svcca_components: int | None = 20,
+    knn_k: int,
+    rbf_threshold: float,
+    svcca_components: int | None,
     groups: ArrayLike | None = None,
-    max_rows: int | None = None,
+    max_rows: int | None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Every requested metric for every pair of layers, as a long table.
@@ -674,7 +674,9 @@ def similarity_table(
     >>> rng = np.random.default_rng(0)
     >>> layers = {f"layer.{i}": rng.standard_normal((100, 8)) for i in range(3)}
     >>> table = similarity_table(layers, metrics=["cka_linear"], model_a="m", model_b="m",
-    ...                          span="utterance", pooling="mean", progress=False)
+    ...                          span="utterance", pooling="mean", n_boot=0, knn_k=10,
+    ...                          rbf_threshold=0.5, svcca_components=20, max_rows=None,
+    ...                          progress=False)
     >>> table.shape
     (9, 11)
     >>> round(float(table.query("layer_a == layer_b").value.min()), 12)
