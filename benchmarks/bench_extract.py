@@ -42,9 +42,12 @@ import soundfile as sf
 import torch
 import transformers
 
-from layerwise.extract import devices, encoders, features, models
-from layerwise.ingest import audio, corpus, shards
-from layerwise.io.tables import read_tsv
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this repository
+
+from benchmarks import schema  # noqa: E402
+from layerwise.extract import devices, encoders, features, models  # noqa: E402
+from layerwise.ingest import audio, corpus, shards  # noqa: E402
+from layerwise.io.tables import read_tsv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "resources/demo/LibriSpeech/dev-clean"
@@ -199,9 +202,12 @@ def arm_extract(data: Corpus, settings: Settings, out: Path, *,
     t, _ = timed(
         settings.device, features.extract_shard, data.table_path, out,
         out.with_suffix(".rejected.tsv"), model_dir=str(settings.model_dir), source=MODEL,
-        layers=settings.layers, frames=settings.frames, dtype="float16",
-        device=str(settings.device), compression=settings.compression, progress=False,
-        batch_seconds=settings.batch_seconds if batch_seconds is None else batch_seconds,
+        progress=False, **{
+            **schema.defaults("extract"), "revision": None,
+            "sample_rate": schema.defaults("audio")["sample_rate"], "layers": settings.layers,
+            "frames": settings.frames, "dtype": "float16", "device": str(settings.device),
+            "compression": settings.compression,
+            "batch_seconds": settings.batch_seconds if batch_seconds is None else batch_seconds},
     )
     return t, out.stat().st_size
 
