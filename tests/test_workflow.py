@@ -96,6 +96,13 @@ def test_tables_have_the_documented_columns(run):
     assert set(probes["label"]) >= {"speaker", "gender"}
     cross = pd.read_csv(tables / "cross" / "w2v--wh" / "similarity-utterance-mean.tsv", sep="\t")
     assert set(cross["model_b"]) == {"wh"}
+    from layerwise.analyses.temporal import SELFSIM_COLUMNS, TRAJECTORY_COLUMNS
+
+    for model in ("w2v", "wh"):
+        selfsim = pd.read_csv(tables / model / "temporal-selfsim.tsv", sep="\t")
+        assert list(selfsim.columns) == SELFSIM_COLUMNS and len(selfsim)
+        trajectory = pd.read_csv(tables / model / "temporal-trajectory.tsv", sep="\t")
+        assert list(trajectory.columns) == TRAJECTORY_COLUMNS and len(trajectory)
 
 
 def test_rerun_is_a_no_op_and_edits_rebuild_only_what_is_stale(run):
