@@ -41,6 +41,7 @@ class BatchStore:
         self.utt_ids = list(utt_ids)
         self._n_samples = {u: int(n) for u, n in zip(self.utt_ids, n_samples, strict=True)}
         self._stored = stored
+        self._last: tuple[str, list[np.ndarray]] | None = None
 
     def layer_info(self, layer: str) -> dict:
         return self._info[layer]
@@ -55,9 +56,12 @@ class BatchStore:
         return {u: len(x) for u, x in zip(self.utt_ids, self._stored[layer], strict=True)}
 
     def iter_utterances(self, layer: str) -> Iterator[tuple[str, np.ndarray]]:
-        """As ``FeatureStore.iter_utterances``: float32 copies of the stored values."""
-        for u, x in zip(self.utt_ids, self._stored[layer], strict=True):
-            yield u, x.astype(np.float32)
+        """As ``FeatureStore.iter_utterances``: float32 copies of the stored values (those of
+        the last layer asked for are kept, so pooling a layer several ways converts it once)."""
+        if self._last is None or self._last[0] != layer:
+            self._last = None  # free the previous layer's copy first
+            self._last = (layer, [x.astype(np.float32) for x in self._stored[layer]])
+        yield from zip(self.utt_ids, self._last[1], strict=True)
 
 
 class ShardPooler:
@@ -85,17 +89,19 @@ class ShardPooler:
     def pool(self, batch: BatchStore) -> dict[str, tuple[pd.DataFrame, dict[str, dict]]]:
         """``{span: (rows, {pooling: {layer: float32 matrix}})}`` for one batch."""
         aligned = _gather(self._aligned, batch.utt_ids, self._empty)
-        out = {}
+        rows = {}
+        for span in self.spans:
+            instants = (_gather(self._instants, batch.utt_ids, self._no_instants)
+                        if span == "frame" else None)
+            rows[span] = pool.unit_rows(batch, aligned, span, instants).reset_index(drop=True)
+        matrices = {span: {p: {} for p in poolings} for span, poolings in self.spans.items()}
         with _quiet(pool.log):
-            for span, poolings in self.spans.items():
-                instants = None
-                if span == "frame":
-                    instants = _gather(self._instants, batch.utt_ids, self._no_instants)
-                index = pool.unit_rows(batch, aligned, span, instants).reset_index(drop=True)
-                out[span] = (index, {p: {name: pool.pool_layer(batch, name, index, p)
-                                         for name in pool.poolable_layers(batch, span, p)}
-                                     for p in poolings})
-        return out
+            for name in batch.layers:  # layer by layer: one float32 copy of the batch at a time
+                for span, poolings in self.spans.items():
+                    for p in poolings:
+                        if name in pool.poolable_layers(batch, span, p):
+                            matrices[span][p][name] = pool.pool_layer(batch, name, rows[span], p)
+        return {span: (rows[span], matrices[span]) for span in self.spans}
 
 
 def _gather(groups: dict[str, pd.DataFrame], utt_ids: Sequence[str], empty: pd.DataFrame
