@@ -15,6 +15,10 @@ model's output frame at that instant (the window of its log-mel target); rows ar
 across models by ``(utt_id, time_s)``.
 Poolings: ``mean``, ``meanstd`` (mean ‖ std), ``max``, ``center`` (middle frame), ``first``,
 ``last``, ``middle`` (mean over the middle third, as Pasad et al. use for phones).
+
+With ``extract.store: pooled`` the extraction job ran these same functions on each batch
+(:mod:`layerwise.pool.in_extraction`) and :func:`read_pooled` only gathers the shards' rows;
+:func:`pool_store` is what ``pool_layers`` calls for either kind of store.
 """
 
 from __future__ import annotations
