@@ -120,3 +120,22 @@ def test_stores_of_both_modes_do_not_mix(both_modes):
     stores, *_ = both_modes
     with pytest.raises(InputError, match="extraction settings differ"):
         store.open([stores["frames"].paths[0], stores["pooled"].paths[1]])
+
+
+def test_batches_without_rows_of_a_span(both_modes, wav_table, tmp_path, tiny_model_dir):
+    """3 instants for 7 utterances: most batches have no frame row (and u6 has no word); the
+    one-shard pooled store still gives the two-shard frames store's folder."""
+    stores, manifest, aligned, _ = both_modes
+    pooler = ShardPooler(["frame-mean", "word-max"], manifest, aligned, max_frames=3, seed=1)
+    fs, _ = run_extract(wav_table, tmp_path, "sparse", tiny_model_dir, batch_seconds=1.5,
+                        pooler=pooler)
+    for span, pooling in (("frame", "mean"), ("word", "max")):
+        got, names, layers = pool.pool_store(fs, manifest, aligned, span, pooling,
+                                             max_frames=3, seed=1)
+        want, want_names, want_layers = pool.pool_store(stores["frames"], manifest, aligned,
+                                                        span, pooling, max_frames=3, seed=1)
+        pd.testing.assert_frame_equal(got, want)
+        assert names == want_names and (span != "frame" or len(got) == 3)
+        for (a, x), (b, y) in zip(layers, want_layers, strict=True):
+            assert a == b
+            np.testing.assert_array_equal(x, y)

@@ -162,6 +162,8 @@ class ShardWriter:
         text or float columns) and ``matrices[pooling][layer]`` (rows × width, float32)."""
         if self.store != "pooled":
             raise ValueError("append_pooled needs store='pooled'")
+        if index.empty:  # nothing to add; its columns' dtypes may not be the real ones
+            return
         g = self.f.require_group(f"pooled/{span}")
         if "index" not in g:  # HDF5 lists members alphabetically: keep the column order
             g.create_group("index").attrs["columns"] = json.dumps(list(index.columns))

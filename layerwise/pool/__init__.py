@@ -97,8 +97,9 @@ def unit_rows(store: FeatureStore, alignments: pd.DataFrame, span: str,
             raise ValueError("the frame span needs its instants (sample_instants)")
         index = _frame_rows(store, instants, duration)
         for tier in ("word", "phone"):
-            index[tier] = _label_times(index["utt_id"], index["time_s"],
-                                       alignments[alignments["tier"] == tier])
+            index[tier] = pd.Series(_label_times(index["utt_id"], index["time_s"],
+                                                 alignments[alignments["tier"] == tier]),
+                                    index=index.index, dtype=str)
     return index
 
 
@@ -159,7 +160,7 @@ def output_layer(store: FeatureStore) -> str:
 
 def _frame_rows(store: FeatureStore, instants: pd.DataFrame, duration: dict) -> pd.DataFrame:
     """Instants in this store's utterances, with the receptive field of the output frame."""
-    dur = instants["utt_id"].map(duration)
+    dur = instants["utt_id"].map(duration).astype(float)  # float even with no instant
     keep = (dur.notna() & (instants["time_s"] <= dur - EDGE_S + 1e-4)).to_numpy()
     if not keep.all():
         log.info("frame span: %d of %d instants dropped, in %d utterances missing from this "
@@ -168,7 +169,8 @@ def _frame_rows(store: FeatureStore, instants: pd.DataFrame, duration: dict) -> 
     instants = instants[keep].reset_index(drop=True)
     layer = output_layer(store)
     grid, n_frames = store.grid(layer), store.n_frames(layer)
-    k = grid.nearest(instants["time_s"].to_numpy(), instants["utt_id"].map(n_frames).to_numpy())
+    k = grid.nearest(instants["time_s"].to_numpy(),
+                     instants["utt_id"].map(n_frames).to_numpy(dtype=np.int64))
     start, end = grid.field(k)
     return pd.DataFrame({"utt_id": instants["utt_id"], "start_s": np.round(start, 6),
                          "end_s": np.round(end, 6), "unit": "", "time_s": instants["time_s"]})
@@ -276,6 +278,9 @@ def read_pooled(store: FeatureStore, manifest: pd.DataFrame, span: str, pooling:
     """
     index = store.pooled_index(span, pooling)
     check_alignments(span, index)
+    if index.empty:
+        raise ValueError(f"no {span} rows in any of {len(store.paths)} feature files "
+                         "(every utterance rejected?)")
     order = np.arange(len(index))
     if span == "frame":
         position = {u: i for i, u in enumerate(manifest["utt_id"].astype(str))}
