@@ -69,15 +69,35 @@ def prepared_model(wildcards):
     return [f"{R}/models/{wildcards.model}"] if needs_preparation(source) else []
 
 
+POOLED_STORE = config["extract"]["store"] == "pooled"
+
+
 def extract_params(model):
-    """Everything that changes a model's features; hashed into the HDF5 attributes."""
+    """Everything that changes a model's features; hashed into the HDF5 attributes.
+
+    With extract.store: pooled, the extraction job pools: the pooling settings are its too.
+    """
     m = MODELS[model]
-    return {
+    out = {
         "source": m["source"],
         "revision": m.get("revision"),
         "sample_rate": config["audio"]["sample_rate"],
         **config["extract"],
     }
+    if POOLED_STORE:
+        out["pool"] = {
+            "span_poolings": SPAN_POOLINGS,
+            "max_frames": config["pool"]["max_frames"],
+            "seed": config["seed"],
+        }
+    return out
+
+
+def extract_units(wildcards):
+    """Input function: what pooling inside extraction reads (extract.store: pooled only)."""
+    if not POOLED_STORE:
+        return {}
+    return {"manifest": f"{OUT}/manifest.tsv", "alignments": f"{OUT}/alignments.tsv"}
 
 
 def features(model):
@@ -182,11 +202,12 @@ def plot_files():
                 for a, b in model_pairs()
             ]
     for m in MODELS:
-        out += [
-            f"{OUT}/plots/{m}/summary.png",
-            f"{OUT}/plots/{m}/temporal-selfsim.png",
-            f"{OUT}/plots/{m}/temporal-trajectory.gif",
-        ]
+        out.append(f"{OUT}/plots/{m}/summary.png")
+        if not POOLED_STORE:  # the temporal figures read frames, which a pooled store lacks
+            out += [
+                f"{OUT}/plots/{m}/temporal-selfsim.png",
+                f"{OUT}/plots/{m}/temporal-trajectory.gif",
+            ]
     return out
 
 

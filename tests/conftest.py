@@ -60,7 +60,8 @@ def run_extract(table, tmp, name, model_dir, *, device="cpu", **kw):
 
     # the config's defaults (extract:, audio.sample_rate, models[].revision), then the test's
     settings = {**schema.defaults("extract"), "revision": None,
-                "sample_rate": schema.defaults("audio")["sample_rate"], "device": device, **kw}
+                "sample_rate": schema.defaults("audio")["sample_rate"], "device": device,
+                "store": "pooled" if kw.get("pooler") else "frames", **kw}
     summary = features.extract_shard(tsv, out, tmp / f"{name}.rejected.tsv", model_dir=str(model_dir),
                                     source="test", progress=False, **settings)
     return store.open(out), summary

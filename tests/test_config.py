@@ -48,6 +48,7 @@ def test_default_config_is_valid_and_gets_defaults():
         (lambda c: c["models"].append(dict(c["models"][0])), "models[2].name"),
         (lambda c: c["models"][0].update(source="random:nonexistent"), "models[0].source"),
         (lambda c: c["extract"].update(frames=["cnn"], layers=["layer"]), "extract.frames"),
+        (lambda c: c["extract"].update(store="pooled-frames"), "store"),
     ],
 )
 def test_bad_config_names_the_key(edit, key):

@@ -177,3 +177,54 @@ def test_damaged_pooled_matrix_stops_with_one_line_and_the_fix_works(run):
     shutil.rmtree(folder)
     proc = snakemake(wd, target)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _store_config(wd: Path, store_mode: str) -> None:
+    """One tiny model, utterance and frame spans, ``extract.store: store_mode``."""
+    config = {
+        "results": "out",
+        "corpus": {"name": "t", "source": "librispeech", "path": "corpus/dev-clean", "shards": 2,
+                   "batch_groups": 4, "labels": ["speaker"]},
+        "models": [{"name": "w2v", "source": "random:tiny-wav2vec2"}],
+        "extract": {"batch_seconds": 3, "store": store_mode},
+        "pool": {"spans": ["utterance", "frame"], "poolings": ["mean", "max"], "max_frames": 40},
+    }
+    (wd / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_pooled_store_plans_no_temporal_figures(tmp_path):
+    """A dry run of the whole DAG: the frames mode draws the temporal figures, pooled does not."""
+    librispeech_tree(tmp_path / "corpus", bad=False)
+    planned = {}
+    for mode in ("frames", "pooled"):
+        _store_config(tmp_path, mode)
+        proc = snakemake(tmp_path, extra=["-n"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        planned[mode] = proc.stdout
+    assert "plot_temporal" in planned["frames"]
+    assert "plot_temporal" not in planned["pooled"]
+    assert "extract_features" in planned["pooled"] and "pool_layers" in planned["pooled"]
+
+
+def test_pooled_store_gives_the_frames_mode_pooled_folders(tmp_path):
+    """The workflow in pooled mode, then switched to frames: extraction reruns (store is a param)
+    and every pooled folder is rewritten byte for byte the same."""
+    librispeech_tree(tmp_path / "corpus", bad=False)
+    targets = [f"out/t/pooled/w2v/{sp}" for sp in ("utterance-mean", "utterance-max",
+                                                   "frame-mean")]
+    folders = {}
+    for mode in ("pooled", "frames"):
+        _store_config(tmp_path, mode)
+        proc = snakemake(tmp_path, *targets)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        fs = store.open(tmp_path / "out" / "t" / "features" / "w2v")
+        assert fs.mode == mode
+        folders[mode] = tmp_path / mode
+        shutil.copytree(tmp_path / "out" / "t" / "pooled" / "w2v", folders[mode])
+    assert "extract_features" in proc.stderr  # the store setting reran extraction
+    for sp in ("utterance-mean", "utterance-max", "frame-mean"):
+        a, b = folders["pooled"] / sp, folders["frames"] / sp
+        names = sorted(p.name for p in a.iterdir())
+        assert names == sorted(p.name for p in b.iterdir()) and "layer.0.npy" in names
+        for name in names:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), f"{sp}/{name}"
