@@ -50,13 +50,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from layerwise import analyses
-from layerwise.analyses.similarity import StreamingGram, cka_linear
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this repository
 
-ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "schemas/config.schema.yaml"
+from benchmarks import schema  # noqa: E402
+from layerwise import analyses  # noqa: E402
+from layerwise.analyses.similarity import StreamingGram, cka_linear  # noqa: E402
+
 MODEL = "bench"
 SPAN, POOLING = "word", "mean"
 #: Corpus labels (``corpus.labels``) and their class counts; ``word`` is the span's unit label.
@@ -111,14 +111,10 @@ def timed(fn: Callable, /, *args, **kwargs) -> tuple[Timing, object]:
 # --------------------------------------------------------------------------- arm 1: analyses
 
 
-def schema_defaults(schema: Path = SCHEMA) -> dict[str, dict]:
+def schema_defaults() -> dict[str, dict]:
     """``{analysis: {key: default}}`` of the schema's ``analysis:`` section (what Snakemake's
     ``validate`` fills in for an empty config)."""
-    sections = yaml.safe_load(schema.read_text())["properties"]["analysis"]["properties"]
-    return {
-        name: {key: spec["default"] for key, spec in sections[name]["properties"].items()}
-        for name in analyses.NAMES
-    }
+    return {name: schema.defaults("analysis", name) for name in analyses.NAMES}
 
 
 def make_index(n_rows: int, seed: int) -> pd.DataFrame:

@@ -14,11 +14,15 @@ may be shared, so ratios of arms measured side by side are the figures to quote.
   waveforms already decoded in memory (no file I/O, no conversion, no HDF5);
 * ``extract``: one end-to-end ``extract_shard`` call (its model load included);
 * ``npz_loop``: soundfile read, HF feature extractor, ``model(..., output_hidden_states=True)``
-  one file at a time, every hidden state as float32 into ``np.savez_compressed``.
+  one file at a time, every hidden state as float32 into ``np.savez_compressed``;
+* ``extract_pooled``: ``extract_shard`` with ``extract.store: pooled`` (the demo's word and
+  phone alignments, ``--span-poolings``): the file holds pooled rows, not frames.
 
 Figures: ``overhead_ratio`` = (extract - load) / pure_forward; ``speedup_vs_npz_loop`` =
 npz_loop / extract; ``bytes_ratio_vs_npz_loop`` = HDF5 bytes / npz bytes; with CUDA also
-``realtime_factor_gpu`` and ``batching_speedup_gpu``. benchmarks/README.md explains each.
+``realtime_factor_gpu`` and ``batching_speedup_gpu``; ``bytes_per_audio_s_frames`` and
+``bytes_per_audio_s_pooled`` (the feature file per audio second in each ``extract.store``) and
+their ratio. benchmarks/README.md explains each.
 """
 
 from __future__ import annotations
@@ -42,12 +46,17 @@ import soundfile as sf
 import torch
 import transformers
 
-from layerwise.extract import devices, encoders, features, models
-from layerwise.ingest import audio, corpus, shards
-from layerwise.io.tables import read_tsv
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this repository
+
+from benchmarks import schema  # noqa: E402
+from layerwise.extract import devices, encoders, features, models  # noqa: E402
+from layerwise.ingest import audio, corpus, shards  # noqa: E402
+from layerwise.io.tables import read_tsv  # noqa: E402
+from layerwise.pool.in_extraction import ShardPooler  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "resources/demo/LibriSpeech/dev-clean"
+DEMO_ALIGNMENTS = ROOT / "resources/demo/alignments"
 MODEL = "random:wav2vec2-base"
 SAMPLE_RATE = 16000
 QUICK_MINUTES = 1.0
@@ -60,6 +69,8 @@ class Corpus:
     table_path: Path
     table: pd.DataFrame
     waves: dict[str, np.ndarray]
+    manifest: pd.DataFrame
+    alignments: pd.DataFrame
 
     @property
     def audio_seconds(self) -> float:
@@ -76,6 +87,8 @@ class Settings:
     frames: tuple[str, ...] = ("layer",)
     batch_seconds: float = 60.0
     compression: str | None = None
+    span_poolings: tuple[str, ...] = ("utterance-mean", "word-mean", "phone-mean")
+    max_frames: int = 3000
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,7 @@ class Results:
     wall: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
     bytes: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
     batches: int = 0
 
     def keep_min(self, arm: str, t: Timing) -> None:
@@ -113,7 +127,8 @@ def prepare_audio(work: Path, *, minutes: float | None = None, groups: int = 1,
     ``corpus.batch_groups`` (batches never mix groups; the README says why 1 is the default).
     """
     scan = corpus.scan({"source": "librispeech", "path": str(source), "shards": 1,
-                        "batch_groups": groups}, progress=False)
+                        "batch_groups": groups, "alignments": str(DEMO_ALIGNMENTS)},
+                       progress=False)
     manifest = scan.manifest
     if minutes is not None:
         before = manifest["duration_s"].cumsum() - manifest["duration_s"]
@@ -124,7 +139,7 @@ def prepare_audio(work: Path, *, minutes: float | None = None, groups: int = 1,
     table = read_tsv(table_path, dtype={"utt_id": str, "path": str})
     waves = {u: audio.load(p, sample_rate=SAMPLE_RATE, min_seconds=0)
              for u, p in zip(table["utt_id"], table["path"], strict=True)}
-    return Corpus(table_path, table, waves)
+    return Corpus(table_path, table, waves, manifest, scan.alignments)
 
 
 def prepare_model(work: Path) -> Path:
@@ -193,15 +208,30 @@ def arm_pure_forward(enc: encoders.SpeechEncoder, data: Corpus, settings: Settin
 
 
 def arm_extract(data: Corpus, settings: Settings, out: Path, *,
-                batch_seconds: float | None = None) -> tuple[Timing, int]:
-    """Timing of one end-to-end ``extract_shard`` call, and the bytes of the file it wrote."""
+                batch_seconds: float | None = None, pooled: bool = False) -> tuple[Timing, int]:
+    """Timing of one end-to-end ``extract_shard`` call, and the bytes of the file it wrote.
+
+    ``pooled``: ``extract.store: pooled`` over ``settings.span_poolings`` (the pooler's set-up,
+    which samples the frame span's instants, is timed too).
+    """
     out.unlink(missing_ok=True)
+
+    def pooler() -> ShardPooler | None:
+        if not pooled:
+            return None
+        return ShardPooler(settings.span_poolings, data.manifest, data.alignments,
+                           max_frames=settings.max_frames)
+
     t, _ = timed(
-        settings.device, features.extract_shard, data.table_path, out,
-        out.with_suffix(".rejected.tsv"), model_dir=str(settings.model_dir), source=MODEL,
-        layers=settings.layers, frames=settings.frames, dtype="float16",
-        device=str(settings.device), compression=settings.compression, progress=False,
-        batch_seconds=settings.batch_seconds if batch_seconds is None else batch_seconds,
+        settings.device, lambda: features.extract_shard(
+            data.table_path, out, out.with_suffix(".rejected.tsv"),
+            model_dir=str(settings.model_dir), source=MODEL, progress=False, pooler=pooler(),
+            **{**schema.defaults("extract"), "revision": None,
+               "sample_rate": schema.defaults("audio")["sample_rate"], "layers": settings.layers,
+               "frames": settings.frames, "dtype": "float16", "device": str(settings.device),
+               "compression": settings.compression, "store": "pooled" if pooled else "frames",
+               "batch_seconds": settings.batch_seconds if batch_seconds is None
+               else batch_seconds}),
     )
     return t, out.stat().st_size
 
@@ -268,13 +298,23 @@ def run_all(data: Corpus, settings: Settings, work: Path, *, repeat: int = 1) ->
         t, res.bytes["npz"] = arm_npz_loop(loaded.model, loaded.feature_extractor, data,
                                            work / "npz", settings.device)
         res.keep_min("npz_loop", t)
+        t, res.bytes["h5_pooled"] = arm_extract(data, settings, work / "out" / "pooled.h5",
+                                                pooled=True)
+        res.keep_min("extract_pooled", t)
         if cuda:
             res.keep_min("pure_forward_batch1", arm_pure_forward(enc, data, settings,
                                                                  batch_seconds=0.0))
             res.keep_min("extract_batch1", arm_extract(data, settings, h5, batch_seconds=0.0)[0])
             arm_extract(data, settings, h5)  # leave the batched run's file for the byte counts
     res.bytes["h5_layer_frames"] = layer_frame_bytes(h5)
+    res.rows = pooled_rows(work / "out" / "pooled.h5")
     return res
+
+
+def pooled_rows(h5: Path) -> dict[str, int]:
+    """Rows per span in a pooled-mode feature file."""
+    with h5py.File(h5, "r") as f:
+        return {span: len(f[f"pooled/{span}/index/utt_id"]) for span in f["pooled"]}
 
 
 def time_ratios(t: dict[str, float]) -> dict[str, float]:
@@ -318,6 +358,12 @@ def report(data: Corpus, settings: Settings, res: Results, *, threads: int) -> l
         "bytes_per_audio_second": f"{b['h5'] / secs:.0f}",
         "bytes_per_audio_second_npz_loop": f"{b['npz'] / secs:.0f}",
         "bytes_ratio_layer_frames_vs_npz_loop": f"{b['h5_layer_frames'] / b['npz']:.3f}",
+        "span_poolings": ",".join(settings.span_poolings),
+        **{f"pooled_rows_per_audio_s_{span}": f"{n / secs:.2f}" for span, n in res.rows.items()},
+        "bytes_h5_pooled": b["h5_pooled"],
+        "bytes_per_audio_s_frames": f"{b['h5'] / secs:.0f}",
+        "bytes_per_audio_s_pooled": f"{b['h5_pooled'] / secs:.0f}",
+        "bytes_ratio_frames_vs_pooled": f"{b['h5'] / b['h5_pooled']:.2f}",
     }
     if settings.device.type == "cpu":
         lines.update({f"{arm}_cpu_s": f"{v:.3f}" for arm, v in res.cpu.items()})
@@ -327,6 +373,8 @@ def report(data: Corpus, settings: Settings, res: Results, *, threads: int) -> l
     lines["overhead_ratio_incl_load"] = f"{wall.pop('overhead_ratio_incl_load'):.3f}"
     lines.update({k: f"{v:.3f}" for k, v in wall.items()})
     lines["bytes_ratio_vs_npz_loop"] = f"{b['h5'] / b['npz']:.3f}"
+    lines["time_ratio_extract_pooled_vs_frames"] = (
+        f"{res.wall['extract_pooled'] / res.wall['extract']:.3f}")
     if settings.device.type == "cuda":
         lines["realtime_factor_gpu"] = f"{secs / (res.wall['extract'] - res.wall['load']):.1f}"
     return [f"bench {k} {v}" for k, v in lines.items()]
@@ -350,6 +398,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="extract.compression of the HDF5 file (default none, as the workflow)")
     p.add_argument("--profile", action="store_true",
                    help="after the arms, profile one more extract_shard call (stderr)")
+    p.add_argument("--span-poolings", default="utterance-mean,word-mean,phone-mean",
+                   help="the extract_pooled arm's span-pooling pairs, comma-separated (default "
+                        "utterance-mean,word-mean,phone-mean)")
+    p.add_argument("--max-frames", type=int, default=3000,
+                   help="pool.max_frames, for a frame-* pair in --span-poolings (default 3000)")
     p.add_argument("--groups", type=int, default=1,
                    help="corpus.batch_groups for the benchmark shard (default 1, see README)")
     p.add_argument("--threads", type=int, default=None,
@@ -371,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
         settings = Settings(model_dir=prepare_model(work), device=devices.resolve(args.device),
                             layers=tuple(args.layers.split(",")),
                             batch_seconds=args.batch_seconds,
+                            span_poolings=tuple(args.span_poolings.split(",")),
+                            max_frames=args.max_frames,
                             compression=None if args.compression == "none" else args.compression)
         res = run_all(data, settings, work, repeat=args.repeat)
         if args.profile:

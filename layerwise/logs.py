@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 
 def to_file(path: str | Path, *, threads: int | None = None) -> logging.Logger:
@@ -41,3 +44,8 @@ def _one_line_for_input_errors(kind, exc, tb):
         logging.getLogger("layerwise").error("%s", exc)
     else:
         sys.__excepthook__(kind, exc, tb)
+
+
+def progress_bar(iterable: Iterable, *, progress: bool, desc: str, total: int | None = None):
+    """Wrap ``iterable`` in a tqdm bar on stderr (silent when ``progress`` is False)."""
+    return tqdm(iterable, desc=desc, total=total, disable=not progress, file=sys.stderr)

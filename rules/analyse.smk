@@ -1,4 +1,5 @@
 # Per (model, span, pooling): each analysis over all layers -> one tidy table;
+# per model: the temporal tables of one utterance (from the feature store);
 # per pair of models: cross-model similarity on the units both have.
 
 
@@ -25,6 +26,35 @@ rule analyse:
         seed=config["seed"],
     script:
         "../scripts/analyse.py"
+
+
+rule analyse_temporal:
+    input:
+        features=lambda wc: features(wc.model),
+        alignments=f"{OUT}/alignments.tsv",
+    output:
+        selfsim=report(
+            f"{OUT}/tables/{{model}}/temporal-selfsim.tsv",
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="{model}",
+            labels={"model": "{model}", "table": "temporal, self-similarity"},
+        ),
+        trajectory=report(
+            f"{OUT}/tables/{{model}}/temporal-trajectory.tsv",
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="{model}",
+            labels={"model": "{model}", "table": "temporal, trajectory"},
+        ),
+    log:
+        f"{LOGS}/analyse_temporal/{{model}}.log",
+    conda:
+        "../envs/layerwise.yaml"
+    params:
+        settings=config["analysis"]["temporal"],
+    script:
+        "../scripts/analyse_temporal.py"
 
 
 rule analyse_cross:

@@ -5,8 +5,9 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from layerwise import analyses as layerwise_analyses
 from layerwise import config as layerwise_config
+from layerwise import vocabulary
+from layerwise.analyses.registry import REGISTRY
 from layerwise.config import config_hash
 from layerwise.extract.models import needs_preparation
 
@@ -35,9 +36,9 @@ MODELS = {m["name"]: m for m in config["models"]}
 SPAN_POOLINGS = [
     f"{span}-{pooling}"
     for span in config["pool"]["spans"]
-    for pooling in (["mean"] if span == "frame" else config["pool"]["poolings"])
+    for pooling in vocabulary.span_poolings(span, config["pool"]["poolings"])
 ]
-ANALYSES = list(layerwise_analyses.NAMES)
+ANALYSES = list(REGISTRY)
 
 
 wildcard_constraints:
@@ -45,9 +46,9 @@ wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
     model_a="|".join(re.escape(m) for m in MODELS),
     model_b="|".join(re.escape(m) for m in MODELS),
-    span="utterance|word|phone|frame",
-    pooling="mean|meanstd|max|center|first|last|middle",
-    layer=r"cnn\.\d+|proj|layer\.\d+",
+    span="|".join(vocabulary.SPANS),
+    pooling="|".join(vocabulary.POOLINGS),
+    layer=vocabulary.LAYER_NAME,
     analysis="|".join(ANALYSES),
     label=r"[A-Za-z0-9_]+",
 
@@ -68,15 +69,35 @@ def prepared_model(wildcards):
     return [f"{R}/models/{wildcards.model}"] if needs_preparation(source) else []
 
 
+POOLED_STORE = config["extract"]["store"] == "pooled"
+
+
 def extract_params(model):
-    """Everything that changes a model's features; hashed into the HDF5 attributes."""
+    """Everything that changes a model's features; hashed into the HDF5 attributes.
+
+    With extract.store: pooled, the extraction job pools: the pooling settings are its too.
+    """
     m = MODELS[model]
-    return {
+    out = {
         "source": m["source"],
         "revision": m.get("revision"),
         "sample_rate": config["audio"]["sample_rate"],
         **config["extract"],
     }
+    if POOLED_STORE:
+        out["pool"] = {
+            "span_poolings": SPAN_POOLINGS,
+            "max_frames": config["pool"]["max_frames"],
+            "seed": config["seed"],
+        }
+    return out
+
+
+def extract_units(wildcards):
+    """Input function: what pooling inside extraction reads (extract.store: pooled only)."""
+    if not POOLED_STORE:
+        return {}
+    return {"manifest": f"{OUT}/manifest.tsv", "alignments": f"{OUT}/alignments.tsv"}
 
 
 def features(model):
@@ -98,7 +119,7 @@ def rejection_records():
 
 def analysis_params(name):
     """The config section of one analysis (what changes its numbers)."""
-    return dict(config["analysis"][name])
+    return dict(config["analysis"][REGISTRY[name].section])
 
 
 def mel_input(wildcards):
@@ -120,7 +141,12 @@ def tables():
         for model in MODELS
         for analysis in ANALYSES
         for sp in SPAN_POOLINGS
-        if analysis != "cca" or sp.split("-")[0] in layerwise_analyses.CCA_SPANS
+        if sp.split("-")[0] in REGISTRY[analysis].spans
+    ]
+    out += [
+        f"{OUT}/tables/{model}/temporal-{part}.tsv"
+        for model in MODELS
+        for part in ("selfsim", "trajectory")
     ]
     if config["analysis"]["cross_model"]:
         out += [
@@ -146,7 +172,7 @@ def curve_tables(wildcards):
         name: [f"{OUT}/tables/{m}/{name}-{sp}.tsv" for m in MODELS]
         for name in ("probes", "convexity", "clustering")
     }
-    if wildcards.span in layerwise_analyses.CCA_SPANS:
+    if wildcards.span in REGISTRY["cca"].spans:
         out["cca"] = [f"{OUT}/tables/{m}/cca-{sp}.tsv" for m in MODELS]
     return out
 
@@ -176,11 +202,12 @@ def plot_files():
                 for a, b in model_pairs()
             ]
     for m in MODELS:
-        out += [
-            f"{OUT}/plots/{m}/summary.png",
-            f"{OUT}/plots/{m}/temporal-selfsim.png",
-            f"{OUT}/plots/{m}/temporal-trajectory.gif",
-        ]
+        out.append(f"{OUT}/plots/{m}/summary.png")
+        if not POOLED_STORE:  # the temporal figures read frames, which a pooled store lacks
+            out += [
+                f"{OUT}/plots/{m}/temporal-selfsim.png",
+                f"{OUT}/plots/{m}/temporal-trajectory.gif",
+            ]
     return out
 
 

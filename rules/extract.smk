@@ -1,4 +1,5 @@
-# Per model: prepare non-hub sources once; per (model, shard): every layer into one HDF5 file;
+# Per model: prepare non-hub sources once; per (model, shard): every layer into one HDF5 file
+# (every frame, or with extract.store: pooled, the configured spans pooled in the job);
 # then the summary of kept/rejected files over every stage's rejection records.
 
 
@@ -18,6 +19,7 @@ rule model_prepare:
 
 rule extract_features:
     input:
+        unpack(extract_units),
         model=prepared_model,
         wav=f"{OUT}/wav/shard-{{shard}}",
         table=f"{OUT}/wav/shard-{{shard}}.tsv",

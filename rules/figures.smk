@@ -111,7 +111,8 @@ rule plot_maps:
 
 rule plot_temporal:
     input:
-        features=lambda wc: features(wc.model),
+        selfsim=f"{OUT}/tables/{{model}}/temporal-selfsim.tsv",
+        trajectory=f"{OUT}/tables/{{model}}/temporal-trajectory.tsv",
         alignments=f"{OUT}/alignments.tsv",
     output:
         selfsim=report(

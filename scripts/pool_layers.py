@@ -9,19 +9,18 @@ from layerwise.io.tables import read_tsv
 log = logs.to_file(snakemake.log[0])
 w = snakemake.wildcards
 fs = store.open(snakemake.input.features)
-index = pool.build_index(
+index, names, layers = pool.pool_store(
     fs,
     read_tsv(snakemake.input.manifest, dtype=str),
     read_tsv(snakemake.input.alignments, dtype={"utt_id": str, "label": str}),
     w.span,
+    w.pooling,
     labels=snakemake.params.labels or [],
     max_frames=snakemake.params.max_frames,
     seed=snakemake.params.seed,
 )
-names = pool.poolable_layers(fs, w.span, w.pooling)
-log.info("%d rows, %d layers", len(index), len(names))
-bar = tqdm(names, desc=f"pool {w.model} {w.span}-{w.pooling}", unit="layer", mininterval=2.0)
-pooled.write(snakemake.output[0], index,
-             ((name, pool.pool_layer(fs, name, index, w.pooling)) for name in bar),
-             model=w.model, span=w.span, pooling=w.pooling)
+log.info("%d rows, %d layers (%s store)", len(index), len(names), fs.mode)
+bar = tqdm(layers, total=len(names), desc=f"pool {w.model} {w.span}-{w.pooling}", unit="layer",
+           mininterval=2.0)
+pooled.write(snakemake.output[0], index, bar, model=w.model, span=w.span, pooling=w.pooling)
 log.info("done")

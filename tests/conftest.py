@@ -56,8 +56,14 @@ def run_extract(table, tmp, name, model_dir, *, device="cpu", **kw):
     tsv = tmp / f"{name}.tsv"
     table.to_csv(tsv, sep="\t", index=False)
     out = tmp / f"{name}.h5"
+    from benchmarks import schema
+
+    # the config's defaults (extract:, audio.sample_rate, models[].revision), then the test's
+    settings = {**schema.defaults("extract"), "revision": None,
+                "sample_rate": schema.defaults("audio")["sample_rate"], "device": device,
+                "store": "pooled" if kw.get("pooler") else "frames", **kw}
     summary = features.extract_shard(tsv, out, tmp / f"{name}.rejected.tsv", model_dir=str(model_dir),
-                                    source="test", device=device, progress=False, **kw)
+                                    source="test", progress=False, **settings)
     return store.open(out), summary
 
 

@@ -9,8 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks import schema
 from layerwise import analyses
 from layerwise.analyses.similarity import UndefinedSimilarityWarning, bootstrap_ci
+
+SIMILARITY = schema.defaults("analysis", "similarity")
+CCA = schema.defaults("analysis", "cca")
 
 
 @pytest.fixture
@@ -29,7 +33,7 @@ def word_span():
 
 def test_similarity_resamples_utterances(word_span):
     index, layers = word_span
-    params = {"metrics": ["cka_linear"], "n_boot": 20, "progress": False}
+    params = {**SIMILARITY, "metrics": ["cka_linear"], "n_boot": 20, "progress": False}
     table = analyses.run("similarity", index, layers, model="m", span="word", pooling="mean",
                          labels=[], params=params, seed=3)
     row = table[(table.layer_a == "layer.0") & (table.layer_b == "layer.1")].iloc[0]
@@ -40,7 +44,7 @@ def test_similarity_resamples_utterances(word_span):
 
 def test_cross_model_similarity_resamples_utterances_and_has_no_cosine(word_span):
     index, layers = word_span
-    params = {"metrics": ["cka_linear", "cosine"], "n_boot": 20, "progress": False}
+    params = {**SIMILARITY, "metrics": ["cka_linear", "cosine"], "n_boot": 20, "progress": False}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedSimilarityWarning)
         table = analyses.cross_similarity(index, layers, index, layers, model_a="a",
@@ -58,8 +62,8 @@ def test_cross_model_rbf_and_knn_use_the_same_sample_of_aligned_rows(word_span):
     """max_rows: the sample is drawn after alignment, on the aligned utterances, so both
     models' rows are the same units; exact metrics keep every aligned row."""
     index, layers = word_span
-    params = {"metrics": ["cka_linear", "cka_rbf", "mutual_knn"], "n_boot": 2, "knn_k": 3,
-              "max_rows": 50, "progress": False}
+    params = {**SIMILARITY, "metrics": ["cka_linear", "cka_rbf", "mutual_knn"], "n_boot": 2,
+              "knn_k": 3, "max_rows": 50, "progress": False}
     other = index.iloc[::-1].reset_index(drop=True)  # model b stores rows in another order
     layers_b = {k: v[::-1] for k, v in layers.items()}
     table = analyses.cross_similarity(index, layers, other, layers_b, model_a="a", model_b="b",
@@ -83,8 +87,32 @@ def test_speaker_probe_folds_keep_utterances_whole(word_span, monkeypatch):
 
     monkeypatch.setattr("layerwise.analyses.probes.probe_table", probe_table)
     analyses.run("probes", index, layers, model="m", span="word", pooling="mean",
-                 labels=["speaker"], params={"group": "speaker", "fallback_group": "utt_id"})
+                 labels=["speaker"], params=schema.defaults("analysis", "probes"), seed=0)
     assert seen["group"] == "speaker" and seen["fallback_group"] == "utt_id"
+
+
+@pytest.mark.parametrize("name", analyses.NAMES)
+def test_run_stops_without_a_key_the_schema_defines(name, word_span):
+    """The registered functions take their section's keys with no default of their own: each
+    schema key is one of them, and leaving any out stops naming it."""
+    from layerwise.analyses.registry import get
+
+    analysis = get(name)
+    defaults = schema.defaults("analysis", analysis.section)
+    assert sorted(analysis.keys) == sorted(defaults)
+    index, layers = word_span
+    for key in defaults:
+        params = {k: v for k, v in defaults.items() if k != key}
+        with pytest.raises(ValueError, match=rf"analysis\.{analysis.section} lacks {key}"):
+            analyses.run(name, index, layers, model="m", span="word", pooling="mean",
+                         labels=[], params=params, seed=0)
+
+
+def test_run_refuses_a_span_the_analysis_does_not_apply_to(word_span):
+    index, layers = word_span
+    with pytest.raises(ValueError, match="applies to spans word, phone, frame"):
+        analyses.run("cca", index, layers, model="m", span="utterance", pooling="mean",
+                     labels=[], params=schema.defaults("analysis", "cca"), seed=0)
 
 
 def _linear_cka(X, Y):
@@ -118,8 +146,8 @@ def test_cross_similarity_compares_the_aligned_units(word_span):
     layers_b = {"enc.0": layers["layer.1"][keep] @ rng.standard_normal((4, 6))}
     table = analyses.cross_similarity(index, layers, index_b, layers_b, model_a="a", model_b="b",
                                       span="word", pooling="mean", seed=0,
-                                      params={"metrics": ["cka_linear"], "n_boot": 0,
-                                              "progress": False})
+                                      params={**SIMILARITY, "metrics": ["cka_linear"],
+                                              "n_boot": 0, "progress": False})
     assert set(table.model_a) == {"a"} and set(table.model_b) == {"b"}
     assert set(zip(table.layer_a, table.layer_b, strict=True)) == {("layer.0", "enc.0"),
                                                                    ("layer.1", "enc.0")}
@@ -147,7 +175,7 @@ def test_cca_on_words_keeps_types_with_min_count_tokens():
     classes = {w: rng.standard_normal(5) for w in set(words)}
     layer = np.stack([classes[w] for w in words]) + 0.3 * rng.standard_normal((len(words), 5))
     table = analyses.run("cca", index, {"layer.0": layer}, model="m", span="word",
-                         pooling="mean", labels=[], params={"n_trials": 2, "min_count": 6},
+                         pooling="mean", labels=[], params={**CCA, "n_trials": 2, "min_count": 6},
                          seed=4)
     keep = np.isin(words, ["a", "b", "c"])
     Y = np.zeros((keep.sum(), 3))
@@ -160,7 +188,7 @@ def test_cca_on_words_keeps_types_with_min_count_tokens():
     assert 0.5 < row.value <= 1.0  # the layer holds the word
     with pytest.raises(ValueError, match="analysis.cca.min_count"):
         analyses.run("cca", index, {"layer.0": layer}, model="m", span="word", pooling="mean",
-                     labels=[], params={"n_trials": 2, "min_count": 16})
+                     labels=[], params={**CCA, "n_trials": 2, "min_count": 16}, seed=4)
 
 
 def test_cca_on_frames_needs_and_uses_the_mel_matrix():
@@ -171,11 +199,11 @@ def test_cca_on_frames_needs_and_uses_the_mel_matrix():
     mel = rng.standard_normal((len(index), 8))
     layers = {"layer.0": mel @ rng.standard_normal((8, 6)) + 0.1 * rng.standard_normal((65, 6))}
     table = analyses.run("cca", index, layers, model="m", span="frame", pooling="mean",
-                         labels=[], params={"n_trials": 2}, mel=mel, seed=1)
+                         labels=[], params={**CCA, "n_trials": 2}, mel=mel, seed=1)
     expected = cca_targets.heldout_pwcca(layers["layer.0"], mel, n_trials=2, seed=1)
     assert table.iloc[0].target == "mel"
     assert (table.iloc[0].value, table.iloc[0].trial_min, table.iloc[0].trial_max) == (
         pytest.approx(expected))
     with pytest.raises(ValueError, match="needs the log-mel matrix"):
         analyses.run("cca", index, layers, model="m", span="frame", pooling="mean", labels=[],
-                     params={})
+                     params=CCA, seed=1)

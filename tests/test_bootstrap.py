@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import layerwise.analyses.similarity as sim
+from benchmarks import schema
 from layerwise.analyses.similarity import (
     METRICS,
     UndefinedSimilarityWarning,
@@ -24,6 +25,9 @@ from layerwise.analyses.similarity import (
     mutual_knn,
     similarity_table,
 )
+
+#: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
+similarity_table = schema.with_defaults(similarity_table, "similarity", max_rows=None)
 
 N_SIM, N_BOOT = 100, 100
 

@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import entropy
 from sklearn.metrics import mutual_info_score, normalized_mutual_info_score
 
+from benchmarks import schema
 from layerwise.analyses.clustering import (
     CLUSTERING_COLUMNS,
     cluster_scores,
@@ -17,6 +18,9 @@ from layerwise.analyses.clustering import (
     label_normalized_mi,
     purity,
 )
+
+#: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
+clustering_table = schema.with_defaults(clustering_table, "clustering")
 
 # labels a a a b b c against clusters 0 0 1 1 1 1: contingency a:[2, 1], b:[0, 2], c:[0, 1]
 LABELS = np.array(["a", "a", "a", "b", "b", "c"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,7 @@ def test_default_config_is_valid_and_gets_defaults():
         (lambda c: c["models"].append(dict(c["models"][0])), "models[2].name"),
         (lambda c: c["models"][0].update(source="random:nonexistent"), "models[0].source"),
         (lambda c: c["extract"].update(frames=["cnn"], layers=["layer"]), "extract.frames"),
+        (lambda c: c["extract"].update(store="pooled-frames"), "store"),
     ],
 )
 def test_bad_config_names_the_key(edit, key):
@@ -79,3 +81,33 @@ def test_dry_run_of_default_config_lists_the_dag():
     out = proc.stdout + proc.stderr
     for rule in ("corpus_scan", "audio_shard", "extract_features", "summarise"):
         assert rule in out
+
+
+def test_schema_names_equal_the_vocabulary_and_the_registry():
+    """The schema is YAML and cannot import: its enums and patterns are checked against the
+    one definition each (layerwise.vocabulary, layerwise.analyses.registry)."""
+    from benchmarks.schema import load_schema
+    from layerwise import vocabulary
+    from layerwise.analyses.registry import REGISTRY
+
+    props = load_schema()["properties"]
+    pool, extract = props["pool"]["properties"], props["extract"]["properties"]
+    assert tuple(pool["spans"]["items"]["enum"]) == vocabulary.SPANS
+    assert tuple(pool["poolings"]["items"]["enum"]) == vocabulary.POOLINGS
+    for key in ("layers", "frames"):
+        assert extract[key]["items"]["pattern"] == vocabulary.LAYER_SELECTION
+    sections = set(props["analysis"]["properties"]) - {"cross_model", "temporal"}
+    assert sections == {a.section for a in REGISTRY.values()}
+    assert all(set(a.spans) <= set(vocabulary.SPANS) for a in REGISTRY.values())
+
+
+def test_layer_names_and_order():
+    from layerwise import vocabulary
+
+    names = ["layer.10", "proj", "cnn.1", "layer.2", "cnn.0", "other"]
+    assert sorted(names, key=vocabulary.layer_sort_key) == [
+        "cnn.0", "cnn.1", "proj", "layer.2", "layer.10", "other"]
+    assert [vocabulary.layer_index(n) for n in ("layer.12", "cnn.3", "proj")] == [12, None, None]
+    full = re.compile(f"^(?:{vocabulary.LAYER_NAME})$")
+    assert all(full.match(n) for n in ("cnn.0", "proj", "layer.12"))
+    assert not any(full.match(n) for n in ("cnn", "layer", "proj.1", "layer.x"))

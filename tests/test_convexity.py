@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks import schema
 from layerwise import analyses
 from layerwise.analyses import convexity, subsample
 from layerwise.analyses.convexity import (
@@ -16,6 +17,9 @@ from layerwise.analyses.convexity import (
     graph_convexity,
     knn_graph,
 )
+
+#: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
+convexity_table = schema.with_defaults(convexity_table, "convexity")
 
 
 def by_class(result: pd.DataFrame) -> dict[str, float]:
@@ -279,7 +283,7 @@ def test_run_passes_schema_params_and_limits_only_unit_labels(schema_params):
     layers, index = word_pool()
     params = {**schema_params["convexity"], "max_rows": 500, "min_count": 30}
     table = analyses.run("convexity", index, layers, model="m", span="word", pooling="mean",
-                         labels=["speaker"], params=params)
+                         labels=["speaker"], params=params, seed=0)
     assert set(table["label"]) == {"speaker", "word"}
     words = table[table["label"] == "word"]
     assert (words["min_count"] == 30).all() and (words["max_classes"] == 100).all()

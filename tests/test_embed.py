@@ -10,9 +10,13 @@ import pytest
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
+from benchmarks import schema
 from layerwise import analyses
 from layerwise.analyses import embed, subsample
 from layerwise.analyses.embed import EMBED_COLUMNS, embedding_table, resolve_layer_positions
+
+#: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
+embedding_table = schema.with_defaults(embedding_table, "embed", rename={"layers": "layers_to_embed"})
 
 
 @pytest.fixture(autouse=True)
@@ -209,6 +213,6 @@ def test_run_embeds_with_schema_params(schema_params):
     layers = make_layers(n=len(index))
     params = {**schema_params["embed"], "methods": ["pca"], "max_rows": 50}
     table = analyses.run("embed", index, layers, model="m", span="word", pooling="mean",
-                         labels=["speaker"], params=params)
+                         labels=["speaker"], params=params, seed=0)
     assert set(table["layer"]) == {"layer.0", "layer.1", "layer.2"}
     assert (table["n_rows"] == 50).all() and list(table.columns[-2:]) == ["speaker", "word"]

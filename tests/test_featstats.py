@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks import schema
 from layerwise.analyses.featstats import (
     FEATSTATS_COLUMNS,
     VAR_HIST_EDGES,
@@ -15,6 +16,9 @@ from layerwise.analyses.featstats import (
     variance_histogram,
     variance_shares,
 )
+
+#: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
+featstats_table = schema.with_defaults(featstats_table, "featstats")
 
 
 def test_effective_rank_of_isotropic_gaussian_is_close_to_d():
@@ -116,7 +120,7 @@ def test_featstats_table_columns_and_statistics():
         ({}, "non-empty dict"),
         ({"a": np.zeros(3)}, "must be a 2-D"),
         ({"a": np.zeros((3, 2)), "b": np.zeros((4, 2))}, "same rows"),
-        ({"a": np.array([[1.0, np.inf]])}, "NaN or infinite"),
+        ({"a": np.array([[1.0, np.inf]])}, "NaN or infinity"),
         ({"a": np.array([["x", "y"]])}, "real numbers"),
     ],
 )

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
-import yaml
 from conftest import run_extract, tiny_presets
 
+from benchmarks import schema
 from layerwise.extract import models
-
-
-def schema_extract_defaults() -> dict:
-    """``extract:`` as the workflow passes it when config.yaml says nothing about it."""
-    schema = yaml.safe_load((Path(__file__).parents[1] / "schemas/config.schema.yaml").read_text())
-    return {k: v["default"] for k, v in schema["properties"]["extract"]["properties"].items()}
 
 
 @pytest.mark.parametrize("preset", tiny_presets())
@@ -23,7 +16,7 @@ def test_every_family_extracts_with_the_default_config(preset, wav_table, tmp_pa
     """The schema's defaults (attn_implementation: sdpa) load every family; the file records the
     attention implementation that ran (eager for WavLM, which has no SDPA attention)."""
     model_dir = models.prepare(f"random:{preset}", tmp_path / preset)
-    params = {**schema_extract_defaults(), "batch_seconds": 8}
+    params = {**schema.defaults("extract"), "batch_seconds": 8}
     params.pop("device")  # run_extract extracts on the CPU
     assert params["attn_implementation"] == "sdpa"
     fs, summary = run_extract(wav_table.head(3), tmp_path, preset, model_dir, **params)

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from layerwise import plots
+from layerwise.analyses import temporal
 from layerwise.analyses.featstats import VAR_HIST_EDGES
 
 SIM_COLUMNS = ["model_a", "layer_a", "model_b", "layer_b", "span", "pooling", "metric", "value",
@@ -177,6 +178,19 @@ def synthetic_frames(n_layers=25, T=120, D=64, seed=0) -> dict[str, np.ndarray]:
     return out
 
 
+def _times(frames, rate=50.0):
+    return {k: np.arange(len(v)) / rate + 0.5 / rate for k, v in frames.items()}
+
+
+def selfsim(frames) -> pd.DataFrame:
+    """The temporal self-similarity table of synthetic frames (50 Hz)."""
+    return temporal.selfsim_table(frames, _times(frames), model=BIG, utt_id="1001-1-0000")
+
+
+def trajectory(frames) -> pd.DataFrame:
+    return temporal.trajectory_table(frames, _times(frames), model=BIG, utt_id="1001-1-0000")
+
+
 WORDS = [(0.0, 0.48, "the"), (0.48, 0.96, "quick"), (0.96, 1.44, "brown"),
          (1.44, 1.92, "fox"), (1.92, 2.4, "jumps")]
 
@@ -325,30 +339,28 @@ def test_embedding_grid(tmp_path):
 def test_self_similarity(tmp_path):
     frames = synthetic_frames()
     frames["layer.3"][5] = 0.0  # a zero-norm frame: NaN row and column
-    path, fig = plots.self_similarity(frames, tmp_path / "ssm.png", corpus=CORPUS, model=BIG,
-                                      utt_id="1001-1-0000", frame_rate_hz=50.0, words=WORDS,
-                                      return_fig=True)
-    assert [ax.get_title() for ax in plots.panel_axes(fig)] == [
-        "layer.0", "layer.5", "layer.10", "layer.14", "layer.19", "layer.24"]
+    shown = {k: frames[k] for k in ("layer.0", "layer.3", "layer.10", "layer.14", "layer.19",
+                                    "layer.24")}
+    path, fig = plots.self_similarity(selfsim(shown), tmp_path / "ssm.png", corpus=CORPUS,
+                                      words=WORDS, return_fig=True)
+    assert [ax.get_title() for ax in plots.panel_axes(fig)] == list(shown)
     assert n_panels(fig) == 6
+    assert "zero-norm" in fig.legends[0].get_texts()[0].get_text()
     check_png(path)
-    _, fig = plots.self_similarity(frames, tmp_path / "ssm2.png", corpus=CORPUS, model=BIG,
-                                   utt_id="u", frame_rate_hz=50.0, layers=["layer.3"],
-                                   return_fig=True)
+    _, fig = plots.self_similarity(selfsim({"layer.3": frames["layer.3"]}),
+                                   tmp_path / "ssm2.png", corpus=CORPUS, return_fig=True)
     assert n_panels(fig) == 1
 
 
 def test_trajectory_gif(tmp_path):
     frames = synthetic_frames(T=60)
-    frames["cnn.0"] = np.ones((300, 8))  # another width: left out by default
-    path = plots.trajectory_gif(frames, tmp_path / "traj.gif", corpus=CORPUS, model=BIG,
-                                utt_id="u1", frame_rate_hz=50.0, words=WORDS[:2])
+    path = plots.trajectory_gif(trajectory(frames), tmp_path / "traj.gif", corpus=CORPUS,
+                                words=WORDS[:2])
     with Image.open(path) as im:
         assert im.n_frames == 25
         assert im.size == (640, 560)
     with pytest.raises(ValueError, match="one width"):
-        plots.trajectory_gif(frames, tmp_path / "t.gif", corpus=CORPUS, model=BIG,
-                             utt_id="u1", frame_rate_hz=50.0, layers=["cnn.0", "layer.1"])
+        trajectory({"cnn.0": np.ones((300, 8)), "layer.1": frames["layer.1"]})
 
 
 def test_model_summary(tmp_path, tables):
@@ -420,11 +432,12 @@ def render_all(out_dir: Path) -> list[Path]:
         plots.feature_stats(t["featstats"], out_dir / "featstats.png", corpus=CORPUS, model=BIG),
         plots.embedding_grid(synthetic_embeddings(), out_dir / "embeddings.png", corpus=CORPUS,
                              model=BIG, span=SPAN, pooling=POOLING, label="speaker"),
-        plots.self_similarity(synthetic_frames(), out_dir / "self_similarity.png",
-                              corpus=CORPUS, model=BIG, utt_id="1001-1-0000",
-                              frame_rate_hz=50.0, words=WORDS),
-        plots.trajectory_gif(synthetic_frames(), out_dir / "trajectory.gif", corpus=CORPUS,
-                             model=BIG, utt_id="1001-1-0000", frame_rate_hz=50.0, words=WORDS),
+        plots.self_similarity(selfsim({k: v for k, v in synthetic_frames().items()
+                                       if k in ("layer.0", "layer.5", "layer.10", "layer.14",
+                                                "layer.19", "layer.24")}),
+                              out_dir / "self_similarity.png", corpus=CORPUS, words=WORDS),
+        plots.trajectory_gif(trajectory(synthetic_frames()), out_dir / "trajectory.gif",
+                             corpus=CORPUS, words=WORDS),
         plots.model_summary(t, out_dir / "summary.png", corpus=CORPUS, model=BIG),
     ]
     return paths

@@ -126,7 +126,8 @@ def test_word_rows_missing_in_one_model_are_dropped_alone(tmp_path):
                             for u in LENGTHS for j in range(4)], columns=ALIGNMENT_COLUMNS)
     a = _store(tmp_path / "a.h5", _conv_model(BASE), LENGTHS)
     b = _store(tmp_path / "b.h5", _whisper_model(), {u: n for u, n in LENGTHS.items() if u != "u0"})
-    ia, ib = (pool.build_index(fs, _manifest(LENGTHS), aligned, "word") for fs in (a, b))
+    ia, ib = (pool.build_index(fs, _manifest(LENGTHS), aligned, "word", max_frames=10)
+              for fs in (a, b))
     ra, rb = analyses.align_rows(ia, ib, span="word")
     assert ra.tolist() == np.flatnonzero(ia["utt_id"] != "u0").tolist()
     assert rb.tolist() == list(range(len(ib)))
@@ -236,14 +237,15 @@ WORDS = pd.DataFrame(
 def test_build_index_for_utterances_words_and_phones(tmp_path):
     fs, _ = _random_store(tmp_path / "s.h5")
     manifest = _manifest(RANDOM_LENGTHS)
-    utt = pool.build_index(fs, manifest, WORDS, "utterance", labels=["speaker", "absent"])
+    utt = pool.build_index(fs, manifest, WORDS, "utterance", labels=["speaker", "absent"],
+                           max_frames=300)
     assert list(utt.columns) == [*pool.INDEX_COLUMNS, "speaker"]
     assert utt["utt_id"].tolist() == fs.utt_ids and utt["row"].tolist() == [0, 1, 2]
     assert (utt["start_s"] == 0).all() and (utt["unit"] == "").all()
     np.testing.assert_allclose(utt["end_s"], [RANDOM_LENGTHS[u] / SR for u in fs.utt_ids])
     speaker = manifest.set_index("utt_id")["speaker"]
     assert utt["speaker"].tolist() == [speaker[u] for u in fs.utt_ids]
-    word = pool.build_index(fs, manifest, WORDS, "word", labels=["speaker"])
+    word = pool.build_index(fs, manifest, WORDS, "word", labels=["speaker"], max_frames=300)
     order = {u: i for i, u in enumerate(fs.utt_ids)}  # the store's order, then time
     want = WORDS[(WORDS.tier == "word") & WORDS.utt_id.isin(order)]
     want = want.assign(o=want.utt_id.map(order)).sort_values(["o", "start_s"])
@@ -251,22 +253,23 @@ def test_build_index_for_utterances_words_and_phones(tmp_path):
     assert word["start_s"].tolist() == want["start_s"].tolist()
     assert word["row"].tolist() == list(range(len(want)))
     assert word["speaker"].tolist() == [speaker[u] for u in word["utt_id"]]
-    phone = pool.build_index(fs, manifest, WORDS, "phone")
+    phone = pool.build_index(fs, manifest, WORDS, "phone", max_frames=300)
     assert phone[["utt_id", "unit", "phone"]].values.tolist() == [["u0", "k", "k"]]
 
 
 def test_build_index_refuses_unknown_spans_and_missing_alignments(tmp_path):
     fs, _ = _random_store(tmp_path / "s.h5")
     with pytest.raises(ValueError, match="span must be one of"):
-        pool.build_index(fs, _manifest(RANDOM_LENGTHS), WORDS, "syllable")
+        pool.build_index(fs, _manifest(RANDOM_LENGTHS), WORDS, "syllable", max_frames=300)
     with pytest.raises(ValueError, match="needs phone alignments"):
-        pool.build_index(fs, _manifest(RANDOM_LENGTHS), WORDS[WORDS.tier == "word"], "phone")
+        pool.build_index(fs, _manifest(RANDOM_LENGTHS), WORDS[WORDS.tier == "word"], "phone",
+                         max_frames=300)
 
 
 @pytest.mark.parametrize("pooling", pool.POOLINGS)
 def test_pool_layer_pools_the_frames_centred_in_each_word(tmp_path, pooling):
     fs, frames = _random_store(tmp_path / "s.h5")
-    index = pool.build_index(fs, _manifest(RANDOM_LENGTHS), WORDS, "word")
+    index = pool.build_index(fs, _manifest(RANDOM_LENGTHS), WORDS, "word", max_frames=300)
     for layer in ("cnn.3", "layer.0"):
         info = fs.layer_info(layer)
         got = pool.pool_layer(fs, layer, index, pooling)
@@ -293,7 +296,7 @@ def test_pool_frames_of_every_length(pooling, t):
 def test_layers_stored_as_means_pool_only_to_utterance_means(tmp_path):
     fs, frames = _random_store(tmp_path / "s.h5")
     manifest = _manifest(RANDOM_LENGTHS)
-    utt = pool.build_index(fs, manifest, WORDS, "utterance")
+    utt = pool.build_index(fs, manifest, WORDS, "utterance", max_frames=300)
     assert "cnn.0" in pool.poolable_layers(fs, "utterance", "mean")
     assert "cnn.0" not in pool.poolable_layers(fs, "utterance", "max")
     np.testing.assert_allclose(pool.pool_layer(fs, "cnn.0", utt, "mean"),
@@ -301,7 +304,7 @@ def test_layers_stored_as_means_pool_only_to_utterance_means(tmp_path):
     np.testing.assert_allclose(pool.pool_layer(fs, "layer.0", utt, "mean"),
                                [frames["layer.0"][u].mean(0) for u in utt["utt_id"]], rtol=1e-5)
     for span, pooling in (("utterance", "max"), ("word", "mean")):
-        index = pool.build_index(fs, manifest, WORDS, span)
+        index = pool.build_index(fs, manifest, WORDS, span, max_frames=300)
         with pytest.raises(ValueError, match="cnn.0 is stored only as an utterance mean"):
             pool.pool_layer(fs, "cnn.0", index, pooling)
     with pytest.raises(ValueError, match="pooling must be one of"):

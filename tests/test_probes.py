@@ -9,8 +9,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from benchmarks import schema
 from layerwise.analyses import probes
 from layerwise.analyses.probes import PROBE_COLUMNS, probe_scores, probe_splits, probe_table
+
+#: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
+probe_table = schema.with_defaults(probe_table, "probes", group=None, fallback_group=None)
 
 
 def scores(result: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 import layerwise.analyses.similarity as sim
+from benchmarks import schema
 from layerwise.analyses.similarity import (
     METRICS,
     SYMMETRIC_METRICS,
@@ -40,6 +41,9 @@ from layerwise.analyses.similarity import (
     similarity_table,
     svcca,
 )
+
+#: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
+similarity_table = schema.with_defaults(similarity_table, "similarity", n_boot=0, max_rows=None)
 
 METRIC_NAMES = ["cka_linear", "cka_rbf", "cka_debiased", "cosine", "mutual_knn", "svcca", "pwcca"]
 CKA_VARIANTS = [cka_linear, cka_rbf, cka_debiased]

@@ -5,9 +5,13 @@ import numpy as np
 import pytest
 
 import layerwise.analyses.similarity as sim
+from benchmarks import schema
 from layerwise.analyses.similarity import similarity_table
 from layerwise.analyses.similarity._sample import _sample_rows
 from layerwise.analyses.similarity.gram import EXACT_METRICS, _GramComputation
+
+#: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
+similarity_table = schema.with_defaults(similarity_table, "similarity", n_boot=0, max_rows=None)
 
 EXACT = sorted(EXACT_METRICS)
 

@@ -34,7 +34,7 @@ def test_round_trip_and_layout(tmp_path):
     truth = _write(path)
     with h5py.File(path) as f:
         assert f.attrs["encoding-type"] == "layerwise-features"
-        assert f.attrs["encoding-version"] == "1.0.0"
+        assert f.attrs["encoding-version"] == "1.1.0" and f.attrs["store"] == "frames"
         assert f["layers/layer.1/offsets"][:].tolist() == [0, 3, 7, 12, 18, 25]
         assert f["layers/cnn.0/frames"].shape == (5, 4)
         assert f["layers/cnn.0"].attrs["storage"] == "mean"
@@ -94,6 +94,18 @@ def test_truncated_shard_names_file_and_fix(tmp_path):
     msg = str(err.value)
     assert str(path) in msg and "not a readable HDF5 file" in msg and REBUILD in msg
     assert "\n" not in msg
+
+
+def test_version_1_0_files_are_read_as_frames(tmp_path):
+    """Files written before extract.store (1.0.0, no ``store`` attribute) hold frames."""
+    path = tmp_path / "shard-000.h5"
+    truth = _write(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["encoding-version"] = "1.0.0"
+        del f.attrs["store"], f.attrs["pooled"]
+    fs = store.open(path)
+    assert fs.mode == "frames"
+    np.testing.assert_allclose(fs.frames("layer.1", "u2"), truth["u2"]["layer.1"], rtol=1e-6)
 
 
 def test_foreign_hdf5_and_unknown_version_are_refused(tmp_path):

@@ -96,6 +96,13 @@ def test_tables_have_the_documented_columns(run):
     assert set(probes["label"]) >= {"speaker", "gender"}
     cross = pd.read_csv(tables / "cross" / "w2v--wh" / "similarity-utterance-mean.tsv", sep="\t")
     assert set(cross["model_b"]) == {"wh"}
+    from layerwise.analyses.temporal import SELFSIM_COLUMNS, TRAJECTORY_COLUMNS
+
+    for model in ("w2v", "wh"):
+        selfsim = pd.read_csv(tables / model / "temporal-selfsim.tsv", sep="\t")
+        assert list(selfsim.columns) == SELFSIM_COLUMNS and len(selfsim)
+        trajectory = pd.read_csv(tables / model / "temporal-trajectory.tsv", sep="\t")
+        assert list(trajectory.columns) == TRAJECTORY_COLUMNS and len(trajectory)
 
 
 def test_rerun_is_a_no_op_and_edits_rebuild_only_what_is_stale(run):
@@ -172,15 +179,67 @@ def test_damaged_pooled_matrix_stops_with_one_line_and_the_fix_works(run):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def _store_config(wd: Path, store_mode: str) -> None:
+    """One tiny model, utterance and frame spans, ``extract.store: store_mode``."""
+    config = {
+        "results": "out",
+        "corpus": {"name": "t", "source": "librispeech", "path": "corpus/dev-clean", "shards": 2,
+                   "batch_groups": 4, "labels": ["speaker"]},
+        "models": [{"name": "w2v", "source": "random:tiny-wav2vec2"}],
+        "extract": {"batch_seconds": 3, "store": store_mode},
+        "pool": {"spans": ["utterance", "frame"], "poolings": ["mean", "max"], "max_frames": 40},
+    }
+    (wd / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_pooled_store_plans_no_temporal_figures(tmp_path):
+    """A dry run of the whole DAG: the frames mode draws the temporal figures, pooled does not."""
+    librispeech_tree(tmp_path / "corpus", bad=False)
+    planned = {}
+    for mode in ("frames", "pooled"):
+        _store_config(tmp_path, mode)
+        proc = snakemake(tmp_path, extra=["-n"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        planned[mode] = proc.stdout
+    assert "plot_temporal" in planned["frames"]
+    assert "plot_temporal" not in planned["pooled"]
+    assert "extract_features" in planned["pooled"] and "pool_layers" in planned["pooled"]
+
+
+def test_pooled_store_gives_the_frames_mode_pooled_folders(tmp_path):
+    """The workflow in pooled mode, then switched to frames: extraction reruns (store is a param)
+    and every pooled folder is rewritten byte for byte the same."""
+    librispeech_tree(tmp_path / "corpus", bad=False)
+    targets = [f"out/t/pooled/w2v/{sp}" for sp in ("utterance-mean", "utterance-max",
+                                                   "frame-mean")]
+    folders = {}
+    for mode in ("pooled", "frames"):
+        _store_config(tmp_path, mode)
+        proc = snakemake(tmp_path, *targets)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        fs = store.open(tmp_path / "out" / "t" / "features" / "w2v")
+        assert fs.mode == mode
+        folders[mode] = tmp_path / mode
+        shutil.copytree(tmp_path / "out" / "t" / "pooled" / "w2v", folders[mode])
+    assert "extract_features" in proc.stderr  # the store setting reran extraction
+    for sp in ("utterance-mean", "utterance-max", "frame-mean"):
+        a, b = folders["pooled"] / sp, folders["frames"] / sp
+        names = sorted(p.name for p in a.iterdir())
+        assert names == sorted(p.name for p in b.iterdir()) and "layer.0.npy" in names
+        for name in names:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), f"{sp}/{name}"
+
+
 SPANS = ("utterance", "word", "frame")
 
 
-def span_analyses(analyses) -> list[tuple[str, str]]:
-    """(analysis, span) of the spans run: every analysis on words and frames; on utterances,
-    which the ``run`` fixture covers with every analysis, similarity alone (time)."""
-    return [(a, span) for span in SPANS for a in analyses.NAMES
-            if (a != "cca" or span in analyses.CCA_SPANS)
-            and (span != "utterance" or a == "similarity")]
+def span_analyses() -> list[tuple[str, str]]:
+    """(analysis, span) of the spans run: every analysis that applies on words and frames; on
+    utterances, which the ``run`` fixture covers with every analysis, similarity alone (time)."""
+    from layerwise.analyses.registry import REGISTRY
+
+    return [(a, span) for span in SPANS for a, analysis in REGISTRY.items()
+            if span in analysis.spans and (span != "utterance" or a == "similarity")]
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +247,6 @@ def spans_run(tmp_path_factory):
     """Every analysis table of the utterance, word and frame spans, with the cross-model tables,
     for two tiny models saved locally (folder sources, as users' own models are), with word
     alignments from a CTM file and a reduced analysis config."""
-    from layerwise import analyses
     from layerwise.extract import models
 
     wd = tmp_path_factory.mktemp("spans")
@@ -214,7 +272,7 @@ def spans_run(tmp_path_factory):
     }
     (wd / "config.yaml").write_text(yaml.safe_dump(config))
     targets = [f"out/s/tables/{m}/{a}-{span}-mean.tsv" for m in ("w2v", "wh")
-               for a, span in span_analyses(analyses)]
+               for a, span in span_analyses()]
     targets += [f"out/s/tables/cross/w2v--wh/similarity-{span}-mean.tsv" for span in SPANS]
     # one thread per analysis job, so that the two cores run two of these small jobs at once
     proc = snakemake(wd, *targets, extra=["--set-threads", "analyse=1", "analyse_cross=1"])
@@ -224,8 +282,6 @@ def spans_run(tmp_path_factory):
 
 @pytest.mark.parametrize("span", SPANS)
 def test_every_span_has_every_table_for_both_models(spans_run, span):
-    from layerwise import analyses
-
     wd, tree, _ = spans_run
     tables = wd / "out" / "s" / "tables"
     for model in ("w2v", "wh"):
@@ -237,7 +293,7 @@ def test_every_span_has_every_table_for_both_models(spans_run, span):
             assert set(index["unit"]) == {"hello", "world", "number"}
         if span == "frame":
             assert len(index) == 300 and set(index["word"]) >= {"hello", "world", "number", ""}
-        for name in (a for a, sp in span_analyses(analyses) if sp == span):
+        for name in (a for a, sp in span_analyses() if sp == span):
             table = pd.read_csv(tables / model / f"{name}-{span}-mean.tsv", sep="\t")
             assert len(table) > 0, (model, name)
             if "model" in table.columns:

@@ -14,118 +14,34 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from layerwise.analyses.registry import REGISTRY, Rows, check_params, get, label_columns, utterances
+
 log = logging.getLogger(__name__)
-NAMES = ("similarity", "probes", "convexity", "clustering", "featstats", "embed", "cca")
+#: The analyses of the ``analyse`` rule, in registration order (layerwise.analyses.registry).
+NAMES = tuple(REGISTRY)
 #: CCA needs a target: the unit label (word/phone spans) or log-mel frames (frame span).
-CCA_SPANS = ("word", "phone", "frame")
-UNIT_LABELS = {"word": ["word"], "phone": ["phone"], "frame": ["word", "phone"], "utterance": []}
-
-
-def label_columns(index: pd.DataFrame, labels: Sequence[str], span: str) -> list[str]:
-    """Corpus labels plus the unit labels of the span, keeping those with ≥ 2 classes."""
-    cols = [c for c in [*labels, *UNIT_LABELS[span]] if c in index.columns]
-    return [c for c in cols if index[c].replace("", np.nan).dropna().nunique() >= 2]
+CCA_SPANS = REGISTRY["cca"].spans
+__all__ = ["CCA_SPANS", "NAMES", "align_rows", "cross_similarity", "label_columns", "run"]
 
 
 def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model: str, span: str,
-        pooling: str, labels: Sequence[str], params: dict, seed: int = 0,
+        pooling: str, labels: Sequence[str], params: dict, seed: int,
         mel: np.ndarray | None = None, n_jobs: int = 1) -> pd.DataFrame:
     """Run analysis ``name`` (one of :data:`NAMES`) with its config section ``params``.
 
-    ``mel`` (log-mel rows of a frame-span index) is the target of CCA on the frame span.
-    ``n_jobs`` processes share the probes' layers (the job's threads; the fits themselves
-    are single-threaded).
+    ``params`` is the section as the schema filled it in, passed on unchanged; a missing key
+    stops naming it. ``mel`` (log-mel rows of a frame-span index) is the target of CCA on the
+    frame span. ``n_jobs`` processes share the probes' layers (the job's threads; the fits
+    themselves are single-threaded).
     """
-    ctx = {"model": model, "span": span, "pooling": pooling}
-    if name == "cca":
-        return _cca(index, layers, model=model, span=span, mel=mel, seed=seed, **params)
-    cols = label_columns(index, labels, span)
-    if name == "similarity":
-        from layerwise.analyses.similarity import similarity_table
-
-        return similarity_table(layers, None, model_a=model, model_b=model, span=span,
-                                pooling=pooling, seed=seed, groups=_utterances(index), **params)
-    if name == "featstats":
-        from layerwise.analyses.featstats import featstats_table
-
-        return featstats_table(layers, model=model, seed=seed, **params)
-    labeled = _rows_with_labels(index, cols)
-    if name in ("convexity", "clustering", "embed"):
-        return _scaled(name, index, layers, labeled, cols, params, seed=seed, **ctx)
-    sub_layers = {k: v[labeled] for k, v in layers.items()}
-    sub_index = index.iloc[labeled].reset_index(drop=True)
-    if name == "probes":
-        from layerwise.analyses.probes import probe_table
-
-        group, fallback = params.get("group"), params.get("fallback_group", "utt_id")
-        return probe_table(sub_layers, sub_index, label_columns=cols, seed=seed,
-                           probe=params.get("probe", "logreg"), folds=params.get("folds", 5),
-                           group=group if group in sub_index.columns else None,
-                           fallback_group=fallback if fallback in sub_index.columns else None,
-                           n_jobs=n_jobs, **ctx)
-    raise ValueError(f"unknown analysis {name!r}; known: {', '.join(NAMES)}")
-
-
-def _scaled(name, index, layers, labeled, cols, params, *, seed, span, **ctx):
-    """Convexity, clustering and embed: rows are read lazily (only those used, one layer at a
-    time), so that a memory-mapped pooled folder is never copied whole."""
-    from layerwise.analyses import subsample
-
-    if name == "embed":
-        from layerwise.analyses.embed import embedding_table
-
-        return embedding_table(layers, index, label_columns=cols or ["utt_id"],
-                               layers_to_embed=params["layers"], methods=params["methods"],
-                               max_rows=params["max_rows"], seed=seed, span=span, **ctx)
-    sub_layers = subsample.take(layers, labeled)
-    sub_index = index.iloc[labeled].reset_index(drop=True)
-    if name == "convexity":
-        from layerwise.analyses.convexity import convexity_table
-
-        limited = [c for c in UNIT_LABELS[span] if c in cols]
-        return convexity_table(sub_layers, sub_index, label_columns=cols, limited=limited,
-                               seed=seed, span=span, **params, **ctx)
-    from layerwise.analyses.clustering import clustering_table
-
-    return clustering_table(sub_layers, sub_index, label_columns=cols, seed=seed, span=span,
-                            **params, **ctx)
-
-
-def _cca(index, layers, *, model, span, mel, seed, n_trials=3, min_count=6):
-    from layerwise.analyses import cca_targets
-
-    if span == "frame":
-        if mel is None:
-            raise ValueError("CCA on the frame span needs the log-mel matrix")
-        return cca_targets.cca_table(layers, mel, target_name="mel", model=model, span=span,
-                                     n_trials=n_trials, seed=seed)
-    labels = index[span].fillna("").astype(str).to_numpy()
-    keep = cca_targets.min_count_filter(labels, min_count) & (labels != "")
-    if len(np.unique(labels[keep])) < 2:
-        raise ValueError(f"CCA with {span} identity needs ≥ 2 {span} types with ≥ {min_count} "
-                         "tokens (analysis.cca.min_count)")
-    return cca_targets.cca_table({k: v[keep] for k, v in layers.items()},
-                                 cca_targets.one_hot(labels[keep]), target_name=span, model=model,
-                                 span=span, strata=labels[keep], n_trials=n_trials, seed=seed)
-
-
-def _utterances(index: pd.DataFrame) -> np.ndarray | None:
-    """The utterance of each row: the bootstrap resamples utterances, since the words,
-    phones and frames of one utterance are not independent samples.  None (rows are
-    resampled) when there are fewer than two utterances to resample."""
-    if "utt_id" not in index.columns or index["utt_id"].nunique() < 2:
-        return None
-    return index["utt_id"].astype(str).to_numpy()
-
-
-def _rows_with_labels(index: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
-    """Rows whose unit labels are known (frames outside any word carry an empty label)."""
-    if not cols:
-        return np.arange(len(index))
-    known = np.ones(len(index), dtype=bool)
-    for c in cols:
-        known &= index[c].fillna("").astype(str).ne("").to_numpy()
-    return np.flatnonzero(known)
+    analysis = get(name)
+    if span not in analysis.spans:
+        raise ValueError(f"analysis {name} applies to spans {', '.join(analysis.spans)}, "
+                         f"not {span!r}")
+    check_params(analysis, params)
+    rows = Rows(index=index, layers=layers, model=model, span=span, pooling=pooling,
+                labels=label_columns(index, labels, span), seed=seed, mel=mel, n_jobs=n_jobs)
+    return analysis.compute(rows, **params)
 
 
 def align_rows(index_a: pd.DataFrame, index_b: pd.DataFrame, *, span: str
@@ -159,13 +75,15 @@ def _keys(index: pd.DataFrame, key: list[str]) -> pd.DataFrame:
 
 
 def cross_similarity(index_a, layers_a, index_b, layers_b, *, model_a: str, model_b: str,
-                     span: str, pooling: str, params: dict, seed: int = 0) -> pd.DataFrame:
-    """Every layer of model A against every layer of model B on the units both have."""
+                     span: str, pooling: str, params: dict, seed: int) -> pd.DataFrame:
+    """Every layer of model A against every layer of model B on the units both have, with
+    the ``analysis.similarity`` section ``params`` as the schema filled it in."""
     from layerwise.analyses.similarity import similarity_table
 
+    check_params(get("similarity"), params)
     ra, rb = align_rows(index_a, index_b, span=span)
-    utterances = _utterances(index_a)
+    groups = utterances(index_a)
     return similarity_table({k: v[ra] for k, v in layers_a.items()},
                             {k: v[rb] for k, v in layers_b.items()}, model_a=model_a,
                             model_b=model_b, span=span, pooling=pooling, seed=seed,
-                            groups=None if utterances is None else utterances[ra], **params)
+                            groups=None if groups is None else groups[ra], **params)

@@ -38,6 +38,8 @@ from layerwise.analyses.similarity import (
     cca_directions,
     projected_pwcca,
 )
+from layerwise.analyses.validation import check_int, check_layers, check_matrix
+from layerwise.logs import progress_bar
 
 EPSILONS = (1e-4, 1e-3, 1e-2, 1e-1)
 #: Which side's neurons weight the correlations, see the module docstring.
@@ -135,17 +137,18 @@ def min_count_filter(labels: np.ndarray, min_count: int) -> np.ndarray:
 
 
 def cca_table(layers: dict[str, np.ndarray], target: np.ndarray, *, target_name: str, model: str,
-              span: str, strata: np.ndarray | None = None, n_trials: int = 3, seed: int = 0,
+              span: str, strata: np.ndarray | None = None, n_trials: int, seed: int = 0,
               weighted_side: str = "layer", progress: bool = True) -> pd.DataFrame:
     """Held-out PWCCA of every layer with ``target`` (one-hot labels or mel features).
 
     Columns :data:`CCA_COLUMNS`: ``model, layer, span, target, metric, value, trial_min,
     trial_max, n_trials`` (metric ``pwcca``; value the mean over trials).
     """
-    from tqdm.auto import tqdm
-
+    layers = check_layers(layers, min_rows=2)
+    target = check_matrix(target, "target", min_rows=2)
+    n_trials = check_int(n_trials, "n_trials", low=1)
     rows = []
-    for name, X in tqdm(layers.items(), desc=f"cca-{target_name}", disable=not progress):
+    for name, X in progress_bar(layers.items(), progress=progress, desc=f"cca-{target_name}"):
         mean, low, high = heldout_pwcca(X, target, strata=strata, n_trials=n_trials, seed=seed,
                                         weighted_side=weighted_side)
         rows.append((model, name, span, target_name, "pwcca", mean, low, high, n_trials))

@@ -34,13 +34,8 @@ from sklearn.model_selection import GroupShuffleSplit
 from threadpoolctl import threadpool_limits
 
 from layerwise.analyses import subsample
-from layerwise.analyses.featstats import (
-    check_label_frame,
-    check_labels,
-    check_matrix,
-    check_positive_int,
-    progress_bar,
-)
+from layerwise.analyses.validation import check_int, check_label_frame, check_labels, check_matrix
+from layerwise.logs import progress_bar
 
 __all__ = [
     "CLUSTERING_COLUMNS",
@@ -196,10 +191,10 @@ def fit_kmeans(X, *, k: int, seed: int | None = 0, n_init: int = 1) -> MiniBatch
     D. Sculley, "Web-scale k-means clustering", WWW 2010.
     """
     X = check_matrix(X, min_rows=1)
-    k = check_positive_int(k, name="k")
+    k = check_int(k, "k", low=1)
     if k > X.shape[0]:
         raise ValueError(f"k={k} exceeds the number of rows ({X.shape[0]})")
-    n_init = check_positive_int(n_init, name="n_init")
+    n_init = check_int(n_init, "n_init", low=1)
     model = MiniBatchKMeans(n_clusters=k, n_init=n_init, random_state=seed,
                             batch_size=min(1024, X.shape[0]), compute_labels=False)
     with threadpool_limits(limits=1):
@@ -254,9 +249,9 @@ def clustering_table(
     model: str,
     span: str,
     pooling: str,
-    n_clusters: int = 500,
-    held_out: float = 0.2,
-    group: str | None = None,
+    n_clusters: int,
+    held_out: float,
+    group: str | None,
     seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -311,12 +306,13 @@ def clustering_table(
     >>> layers = {"layer.0": rng.standard_normal((30, 4))}
     >>> labels_df = pd.DataFrame({"spk": np.repeat(["a", "b", "c"], 10)})
     >>> clustering_table(layers, labels_df, label_columns="spk", model="m", span="word",
-    ...                  pooling="mean", n_clusters=3, progress=False).shape
+    ...                  pooling="mean", n_clusters=3, held_out=0.2, group=None,
+    ...                  progress=False).shape
     (3, 10)
     """
     n_rows = subsample.shared_rows(layers)
     labelings = check_label_frame(labels_df, label_columns=label_columns, n_rows=n_rows)
-    n_clusters = check_positive_int(n_clusters, name="n_clusters")
+    n_clusters = check_int(n_clusters, "n_clusters", low=1)
     if not labelings:
         return pd.DataFrame(columns=list(CLUSTERING_COLUMNS))
     by = group if group in labels_df.columns else "utt_id"

@@ -44,13 +44,8 @@ from scipy.sparse.csgraph import dijkstra
 from sklearn.neighbors import NearestNeighbors
 
 from layerwise.analyses import subsample
-from layerwise.analyses.featstats import (
-    check_label_frame,
-    check_labels,
-    check_matrix,
-    check_positive_int,
-    progress_bar,
-)
+from layerwise.analyses.validation import check_int, check_label_frame, check_labels, check_matrix
+from layerwise.logs import progress_bar
 
 __all__ = [
     "CONVEXITY_COLUMNS",
@@ -103,7 +98,7 @@ def knn_graph(X, *, k: int = 10) -> sp.csr_matrix:
            [0., 2., 0.]])
     """
     X = check_matrix(X, min_rows=2)
-    k = check_positive_int(k, name="k")
+    k = check_int(k, "k", low=1)
     if k >= X.shape[0]:
         warnings.warn(
             f"k={k} needs more than {X.shape[0]} rows; using k={X.shape[0] - 1}",
@@ -268,7 +263,7 @@ def graph_convexity(
     """
     X = check_matrix(X, min_rows=2)
     labels = check_labels(labels, n_rows=X.shape[0])
-    max_pairs = check_positive_int(max_pairs, name="max_pairs")
+    max_pairs = check_int(max_pairs, "max_pairs", low=1)
     classes, codes = np.unique(labels, return_inverse=True)
     pair_class, src, dst = _sample_pairs(
         codes, classes, max_pairs=max_pairs, seed=seed, name="labels"
@@ -353,11 +348,11 @@ def convexity_table(
     model: str,
     span: str,
     pooling: str,
-    k: int = 10,
-    max_pairs: int = 5000,
-    max_rows: int = 5000,
-    min_count: int = 20,
-    max_classes: int = 100,
+    k: int,
+    max_pairs: int,
+    max_rows: int,
+    min_count: int,
+    max_classes: int,
     limited: Sequence[str] = (),
     seed: int = 0,
     progress: bool = True,
@@ -422,15 +417,16 @@ def convexity_table(
     >>> layers = {"layer.0": rng.standard_normal((30, 4))}
     >>> labels_df = pd.DataFrame({"spk": np.repeat(["a", "b", "c"], 10)})
     >>> convexity_table(layers, labels_df, label_columns=["spk"], model="m", span="word",
-    ...                 pooling="mean", progress=False).shape
+    ...                 pooling="mean", k=10, max_pairs=5000, max_rows=5000, min_count=20,
+    ...                 max_classes=100, progress=False).shape
     (4, 12)
     """
     n_rows = subsample.shared_rows(layers)
     labelings = check_label_frame(labels_df, label_columns=label_columns, n_rows=n_rows)
-    max_pairs = check_positive_int(max_pairs, name="max_pairs")
-    max_rows = check_positive_int(max_rows, name="max_rows", minimum=2)
-    min_count = check_positive_int(min_count, name="min_count", minimum=2)
-    max_classes = check_positive_int(max_classes, name="max_classes")
+    max_pairs = check_int(max_pairs, "max_pairs", low=1)
+    max_rows = check_int(max_rows, "max_rows", low=2)
+    min_count = check_int(min_count, "min_count", low=2)
+    max_classes = check_int(max_classes, "max_classes", low=1)
     limited = {limited} if isinstance(limited, str) else set(limited)
     if not labelings:
         return pd.DataFrame(columns=list(CONVEXITY_COLUMNS))

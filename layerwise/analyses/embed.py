@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -28,7 +27,9 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from layerwise.analyses import subsample
-from layerwise.analyses.featstats import check_matrix, check_positive_int, progress_bar
+from layerwise.analyses.validation import check_int, check_matrix
+from layerwise.logs import progress_bar
+from layerwise.vocabulary import layer_index
 
 __all__ = [
     "EMBED_COLUMNS",
@@ -65,7 +66,6 @@ TSNE_BACKENDS = ("opentsne", "sklearn")
 FFT_MIN_ROWS = 4_000
 
 _DEFAULT_LAYERS = ("first", "middle", "last")
-_TRANSFORMER_LAYER = re.compile(r"^layer\.(\d+)$")
 
 
 def resolve_layer_positions(
@@ -97,7 +97,7 @@ def resolve_layer_positions(
     names = [str(name) for name in names]
     spec = list(_DEFAULT_LAYERS) if spec is None else [spec] if isinstance(spec, str) else spec
     numbered = sorted(
-        (int(m.group(1)), name) for name in names if (m := _TRANSFORMER_LAYER.match(name))
+        (i, name) for name in names if (i := layer_index(name)) is not None
     )
     transformer = [name for _, name in numbered]
     keywords = {}
@@ -262,7 +262,7 @@ def umap_2d(X, *, seed: int | None = 0, n_neighbors: int = 15) -> np.ndarray:
     (30, 2)
     """
     X = check_matrix(X, min_rows=3, min_cols=2)
-    n_neighbors = check_positive_int(n_neighbors, name="n_neighbors", minimum=2)
+    n_neighbors = check_int(n_neighbors, "n_neighbors", low=2)
     import umap  # optional dependency
 
     reducer = umap.UMAP(
@@ -307,13 +307,13 @@ def embedding_table(
     labels_df: pd.DataFrame,
     *,
     label_columns: Sequence[str] | None = None,
-    layers_to_embed: Sequence[str] | str | None = None,
-    methods: Sequence[str] = METHODS,
+    layers_to_embed: Sequence[str] | str | None,
+    methods: Sequence[str],
     model: str,
     span: str,
     pooling: str,
     seed: int = 0,
-    max_rows: int = 5000,
+    max_rows: int,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Long table of 2-D embeddings of some layers, with every row's labels.
@@ -359,7 +359,8 @@ def embedding_table(
     >>> layers = {f"layer.{i}": rng.standard_normal((20, 4)) for i in range(3)}
     >>> labels_df = pd.DataFrame({"spk": np.repeat(["a", "b"], 10)})
     >>> table = embedding_table(layers, labels_df, methods=["pca"], model="m", span="word",
-    ...                         pooling="mean", progress=False)
+    ...                         pooling="mean", layers_to_embed=None, max_rows=5000,
+    ...                         progress=False)
     >>> table.shape, list(table.columns[-2:])
     ((60, 11), ['n_rows', 'spk'])
     """
@@ -376,7 +377,7 @@ def embedding_table(
     methods = list(methods)
     if not methods or any(method not in METHODS for method in methods):
         raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods}")
-    max_rows = check_positive_int(max_rows, name="max_rows", minimum=3)
+    max_rows = check_int(max_rows, "max_rows", low=3)
     chosen = resolve_layer_positions(list(layers), layers_to_embed)
     if "umap" in methods and not umap_available():
         logger.warning("umap-learn is not installed; skipping UMAP embeddings")

@@ -25,12 +25,13 @@ Statistics (one value per layer, names as in :func:`featstats_table`):
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+
+from layerwise.analyses.validation import check_int, check_layers, check_matrix
+from layerwise.logs import progress_bar
 
 __all__ = [
     "VAR_HIST_EDGES",
@@ -49,101 +50,6 @@ VAR_HIST_EDGES = np.logspace(-5.0, 5.0, 21)
 
 #: Columns of :func:`featstats_table`.
 FEATSTATS_COLUMNS = ("model", "layer", "statistic", "value")
-
-
-# --------------------------------------------------------------------------------------
-# Shared input checks (used by all analysis modules)
-# --------------------------------------------------------------------------------------
-
-
-def check_matrix(X, *, name: str = "X", min_rows: int = 1, min_cols: int = 1) -> np.ndarray:
-    """Return ``X`` as a finite 2-D floating array, or raise ``ValueError`` naming ``name``.
-
-    Integer input is converted to float64 and float16 to float32; float32/float64 input
-    is kept as it is (no copy), since layer matrices can be large.
-    """
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array of shape (n_samples, n_features), got shape {arr.shape}"
-        )
-    if arr.dtype.kind in "iu":
-        arr = arr.astype(np.float64)
-    elif arr.dtype == np.float16:
-        arr = arr.astype(np.float32)
-    elif arr.dtype.kind != "f":
-        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if arr.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows, got {arr.shape[0]}")
-    if arr.shape[1] < min_cols:
-        raise ValueError(f"{name} needs at least {min_cols} columns, got {arr.shape[1]}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
-
-
-def check_labels(labels, *, n_rows: int, name: str = "labels") -> np.ndarray:
-    """Return ``labels`` as a 1-D array of ``n_rows`` non-missing values.
-
-    Object arrays (e.g. strings from a DataFrame) are converted to ``str`` so that
-    ``np.unique`` can sort them.
-    """
-    arr = np.asarray(labels)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if len(arr) != n_rows:
-        raise ValueError(f"{name} has {len(arr)} entries but {n_rows} were expected (one per row)")
-    if pd.isna(arr).any():
-        raise ValueError(f"{name} contains missing values")
-    if arr.dtype == object:
-        arr = arr.astype(str)
-    return arr
-
-
-def check_layers(layers, *, name: str = "layers", min_rows: int = 1) -> dict[str, np.ndarray]:
-    """Validate a ``{layer name: (n, d) matrix}`` mapping whose matrices share their rows."""
-    if not isinstance(layers, Mapping) or len(layers) == 0:
-        raise ValueError(f"{name} must be a non-empty dict of layer name -> 2-D array")
-    out: dict[str, np.ndarray] = {}
-    for key, X in layers.items():
-        out[str(key)] = check_matrix(X, name=f"{name}[{key!r}]", min_rows=min_rows)
-    n_rows = {arr.shape[0] for arr in out.values()}
-    if len(n_rows) != 1:
-        raise ValueError(f"all matrices in {name} must have the same rows, got {sorted(n_rows)}")
-    return out
-
-
-def check_label_frame(
-    labels_df, *, label_columns: Sequence[str] | str, n_rows: int, name: str = "labels_df"
-) -> dict[str, np.ndarray]:
-    """Return ``{column: labels}`` for the requested columns of a labels DataFrame.
-
-    An empty ``label_columns`` gives an empty dict (nothing to analyse, not an error).
-    """
-    if not isinstance(labels_df, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame, got {type(labels_df).__name__}")
-    columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
-    missing = [col for col in columns if col not in labels_df.columns]
-    if missing:
-        raise ValueError(f"label_columns {missing} are not columns of {name}")
-    if len(labels_df) != n_rows:
-        raise ValueError(f"{name} has {len(labels_df)} rows but the layers have {n_rows}")
-    return {
-        col: check_labels(labels_df[col].to_numpy(), n_rows=n_rows, name=f"{name}[{col!r}]")
-        for col in columns
-    }
-
-
-def check_positive_int(value, *, name: str, minimum: int = 1) -> int:
-    """Return ``value`` as an int >= ``minimum`` or raise ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def progress_bar(iterable: Iterable, *, progress: bool, desc: str, total: int | None = None):
-    """Wrap ``iterable`` in a tqdm bar on stderr (silent when ``progress`` is False)."""
-    return tqdm(iterable, desc=desc, total=total, disable=not progress, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------
@@ -303,7 +209,7 @@ def anisotropy(X, *, n_pairs: int = 2000, seed: int | np.random.Generator | None
     1.0
     """
     X = check_matrix(X, min_rows=1)
-    n_pairs = check_positive_int(n_pairs, name="n_pairs")
+    n_pairs = check_int(n_pairs, "n_pairs", low=1)
     Xf = np.asarray(X, dtype=np.float64)
     norms = np.linalg.norm(Xf, axis=1)
     rows = np.flatnonzero(norms > 0)
@@ -362,7 +268,7 @@ def featstats_table(
     *,
     model: str,
     seed: int = 0,
-    n_pairs: int = 2000,
+    n_pairs: int,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Tidy table of label-free activation statistics for every layer.
@@ -396,7 +302,7 @@ def featstats_table(
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> layers = {"layer.0": rng.standard_normal((40, 8)), "layer.1": rng.standard_normal((40, 8))}
-    >>> featstats_table(layers, model="toy", progress=False).shape
+    >>> featstats_table(layers, model="toy", n_pairs=2000, progress=False).shape
     (94, 4)
     """
     layers = check_layers(layers)

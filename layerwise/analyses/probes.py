@@ -69,14 +69,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from layerwise.analyses.featstats import (
+from layerwise.analyses.validation import (
+    check_int,
     check_label_frame,
     check_labels,
     check_layers,
     check_matrix,
-    check_positive_int,
-    progress_bar,
 )
+from layerwise.logs import progress_bar
 
 __all__ = [
     "PROBE_COLUMNS",
@@ -484,8 +484,8 @@ def _check_options(probe, folds, max_dims, pca_on) -> int:
     if pca_on not in ("train", "all"):
         raise ValueError(f"pca_on must be 'train' or 'all', got {pca_on!r}")
     if max_dims is not None:
-        check_positive_int(max_dims, name="max_dims")
-    return check_positive_int(folds, name="folds", minimum=2)
+        check_int(max_dims, "max_dims", low=1)
+    return check_int(folds, "folds", low=2)
 
 
 def probe_splits(labels, *, folds: int = 5, groups=None, seed: int | None = 0) -> list:
@@ -518,7 +518,7 @@ def probe_splits(labels, *, folds: int = 5, groups=None, seed: int | None = 0) -
     (5, [4, 4, 4, 4, 4])
     """
     labels = check_labels(labels, n_rows=len(labels))
-    folds = check_positive_int(folds, name="folds", minimum=2)
+    folds = check_int(folds, "folds", low=2)
     if groups is not None:
         groups = check_labels(groups, n_rows=len(labels), name="groups")
     plan = _plan(labels, groups, folds=folds, seed=seed, name="labels")
@@ -603,10 +603,10 @@ def probe_table(
     model: str,
     span: str,
     pooling: str,
-    probe: str = "logreg",
-    folds: int = 5,
-    group: str | None = None,
-    fallback_group: str | None = None,
+    probe: str,
+    folds: int,
+    group: str | None,
+    fallback_group: str | None,
     seed: int = 0,
     max_dims: int | None = 256,
     pca_on: str = "train",
@@ -667,7 +667,8 @@ def probe_table(
     >>> layers = {"layer.0": rng.standard_normal((40, 4))}
     >>> labels_df = pd.DataFrame({"spk": np.repeat(["a", "b"], 20)})
     >>> probe_table(layers, labels_df, label_columns="spk", model="m", span="word",
-    ...             pooling="mean", progress=False).shape
+    ...             pooling="mean", probe="logreg", folds=5, group=None,
+    ...             fallback_group=None, progress=False).shape
     (2, 13)
     """
     layers = check_layers(layers, min_rows=2)

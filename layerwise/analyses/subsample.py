@@ -33,6 +33,8 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from layerwise.analyses.validation import check_int
+
 __all__ = ["IDENTITY", "Taken", "rows", "shared_rows", "take"]
 
 #: Index columns that identify a unit (those present are hashed).
@@ -63,8 +65,7 @@ def rows(index: pd.DataFrame, max_rows: int, seed: int = 0, *,
     (5, [1, 2, 2])
     """
     n = len(index)
-    if isinstance(max_rows, bool) or not isinstance(max_rows, int | np.integer) or max_rows < 1:
-        raise ValueError(f"max_rows must be an integer >= 1, got {max_rows!r}")
+    max_rows = check_int(max_rows, "max_rows", low=1)
     if n <= max_rows:
         return np.arange(n)
     missing = [c for c in stratify if c not in index.columns]

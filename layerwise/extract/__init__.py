@@ -1,1 +1,2 @@
-"""Extract: load a speech encoder and write every layer's frames of a shard to the HDF5 store."""
+"""Extract: load a speech encoder and write every layer's frames of a shard (or, with
+``extract.store: pooled``, their pooled rows) to the HDF5 store."""

@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from layerwise.extract import devices, encoders, models
 from layerwise.ingest import audio
-from layerwise.io import store
+from layerwise.io import store as feature_store
 from layerwise.io.tables import read_tsv, rejected_frame, write_tsv
+from layerwise.pool.in_extraction import BatchStore, ShardPooler
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -81,24 +82,29 @@ def extract_shard(
     *,
     model_dir: str,
     source: str,
-    revision: str | None = None,
-    layers: Sequence[str] = ("cnn", "proj", "layer"),
-    frames: Sequence[str] = ("layer",),
-    dtype: str = "float16",
-    compute_dtype: str = "float32",
-    device: str = "auto",
-    batch_seconds: float = 160.0,
-    compression: str | None = None,
-    attn_implementation: str = "sdpa",
-    sample_rate: int = 16000,
+    revision: str | None,
+    layers: Sequence[str],
+    frames: Sequence[str],
+    dtype: str,
+    compute_dtype: str,
+    device: str,
+    batch_seconds: float,
+    compression: str | None,
+    attn_implementation: str,
+    sample_rate: int,
+    store: str,
     params_hash: str = "",
     progress: bool = True,
+    pooler: ShardPooler | None = None,
 ) -> dict:
     """Write ``out_path`` (HDF5) for the utterances of ``shard_table``; return a small summary.
 
     ``model_dir`` is what is loaded (a hub id or a prepared folder); ``source`` is what the user
-    wrote in the config, recorded in the file.
+    wrote in the config, recorded in the file. With a ``pooler`` (``extract.store: pooled``)
+    each batch is pooled onto its units as it comes and the file holds those rows, not frames.
     """
+    if (store == "pooled") != (pooler is not None):
+        raise ValueError(f"extract.store is {store!r}: a pooler is needed exactly when it is 'pooled'")
     dev = devices.resolve(device)
     devices.use_ieee_float32()
     loaded = models.load(model_dir, revision=revision, attn_implementation=attn_implementation)
@@ -135,8 +141,10 @@ def extract_shard(
                disable=not progress, file=sys.stderr, mininterval=2.0,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, "
                           "{rate_fmt}{postfix}]")
-    with store.ShardWriter(out_path, infos, framed, dtype=dtype, compression=compression,
-                           attrs=attrs) as writer, ThreadPoolExecutor(1) as pool:
+    with feature_store.ShardWriter(out_path, infos, framed, dtype=dtype, compression=compression,
+                                   attrs=attrs, store=store,
+                                   pooled=pooler.names if pooler else ()
+                                   ) as writer, ThreadPoolExecutor(1) as pool:
         loads = _prefetch(pool, rows, batches, sample_rate)
         done = 0
         for batch_rows, waves in loads:
@@ -145,8 +153,12 @@ def extract_shard(
                          if isinstance(w, str)]
             good_waves = [w for w in waves if not isinstance(w, str)]
             for sub_rows, data in _run(enc, good_rows, good_waves, framed, pooled, rejected):
-                writer.append([r["utt_id"] for r in sub_rows],
-                              [int(r["n_samples"]) for r in sub_rows], data)
+                ids, lengths = [r["utt_id"] for r in sub_rows], [int(r["n_samples"]) for r in sub_rows]
+                stored = writer.append(ids, lengths, data)
+                if pooler is not None:
+                    units = pooler.pool(BatchStore(writer.layer_attrs, attrs, ids, lengths, stored))
+                    for span, (index, matrices) in units.items():
+                        writer.append_pooled(span, index, matrices)
             done += len(batch_rows)
             bar.update(sum(int(r["n_samples"]) for r in batch_rows) / sample_rate)
             bar.set_postfix(utt=f"{done}/{len(rows)}", refresh=False)

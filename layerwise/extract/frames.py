@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from layerwise.vocabulary import layer_group
+
 log = logging.getLogger(__name__)
 
 #: Whisper's two encoder convs over the log-mel frames: (kernel, stride, padding).
@@ -107,12 +109,12 @@ def stored_grid(name: str, info: dict, store_attrs: dict) -> FrameGrid:
     if "first_centre_s" in info and "receptive_field_s" in info:
         return FrameGrid(rate, float(info["first_centre_s"]), float(info["receptive_field_s"]))
     sr = float(store_attrs.get("sample_rate", 16000))
-    group, _, idx = name.partition(".")
+    group, idx = layer_group(name)
     if store_attrs.get("model_type") == "whisper":
         grid = whisper(sr)[1 if name == "cnn.0" else 2]
     else:
         stack = conv_stack(DEFAULT_CONV_KERNEL, DEFAULT_CONV_STRIDE, sr)
-        grid = stack[int(idx)] if group == "cnn" and int(idx) < len(stack) else stack[-1]
+        grid = stack[idx] if group == "cnn" and idx is not None and idx < len(stack) else stack[-1]
     if np.isclose(grid.rate_hz, rate):
         return grid
     log.warning("layer %s (%g Hz, model_type %r): receptive field unknown; frame n taken to "

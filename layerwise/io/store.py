@@ -9,7 +9,7 @@ notebooks::
     x = fs.frames("layer.6", "1001-1-0000")   # (T, D) float32 for one utterance
     for utt_ids, frames, offsets in fs.iter_chunks("layer.6", max_rows=100_000): ...
 
-Layout (encoding-type ``layerwise-features``, encoding-version ``1.0.0``)::
+Layout (encoding-type ``layerwise-features``, encoding-version ``1.1.0``)::
 
     /utterances/utt_id      (N,)   str
     /utterances/n_samples   (N,)   int64
@@ -20,7 +20,17 @@ Layout (encoding-type ``layerwise-features``, encoding-version ``1.0.0``)::
                             first_centre_s, receptive_field_s (see layerwise.extract.frames)
     /.attrs                 encoding-type/-version, model source, revision, library versions,
                             dtype, config hash, creation time, batching, attn implementation,
-                            device name, CUDA/cuDNN versions, float32 precision
+                            device name, CUDA/cuDNN versions, float32 precision,
+                            store ("frames" | "pooled"), pooled (JSON list of span-pooling)
+
+With ``store = "pooled"`` (``extract.store: pooled``) the extraction job pooled the frames
+itself and the file holds no frames: the layer groups keep their attributes only, and::
+
+    /pooled/{span}/index/{column}    (R,) str|float64   the span's rows (utt_id, start_s, ...)
+    /pooled/{span}/{pooling}/{layer} (R, dim|2·dim) float32
+
+Readers that need frames refuse such a file with one line saying how to rebuild it; version
+1.0.0 files (no ``store`` attribute) hold frames.
 
 Layers stored with ``storage = "mean"`` hold one row per utterance (its mean frame), so their
 offsets are ``0..N``. ``nonfinite`` counts the inf/nan values of a layer after conversion to
@@ -32,6 +42,7 @@ per call (safe across processes and forks).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -39,14 +50,21 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 
 from layerwise.errors import InputError
 from layerwise.extract.frames import FrameGrid, stored_grid
 from layerwise.io import atomic
+from layerwise.vocabulary import layer_sort_key
 
 ENCODING_TYPE = "layerwise-features"
-ENCODING_VERSION = "1.0.0"
+ENCODING_VERSION = "1.1.0"
+#: Versions this reader understands: 1.0.0 files predate ``extract.store`` and hold frames.
+READABLE_VERSIONS = ("1.0.0", ENCODING_VERSION)
+#: ``extract.store``: every frame of the framed layers, or only rows pooled during extraction.
+STORE_MODES = ("frames", "pooled")
 CHUNK_BYTES = 1 << 20
+POOLED_CHUNK_BYTES = 1 << 16
 
 
 class StoreError(InputError):
@@ -69,21 +87,38 @@ class ShardWriter:
     """
 
     def __init__(self, path: str | Path, layers: Sequence, frame_layers: set[str], *,
-                 dtype: str = "float16", compression: str | None = None, attrs: dict | None = None):
+                 dtype: str = "float16", compression: str | None = None, attrs: dict | None = None,
+                 store: str = "frames", pooled: Sequence[str] = ()):
+        if store not in STORE_MODES:
+            raise ValueError(f"store must be one of {STORE_MODES}, got {store!r}")
+        self.store = store
+        self.compression = compression
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = atomic.temp_path(self.path)
         self.dtype = np.dtype(dtype)
         self.f = h5py.File(self.tmp, "w")
         self.f.attrs.update({"encoding-type": ENCODING_TYPE, "encoding-version": ENCODING_VERSION,
-                             "dtype": self.dtype.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                             "dtype": self.dtype.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             "store": store, "pooled": json.dumps(list(pooled))})
         self.f.attrs.update({k: _attr(v) for k, v in (attrs or {}).items()})
         utt = self.f.create_group("utterances")
         utt.create_dataset("utt_id", (0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(4096,))
         utt.create_dataset("n_samples", (0,), maxshape=(None,), dtype="int64", chunks=(4096,))
         self.layers = {}
+        #: Each layer's attributes as readers see them (``FeatureStore.layer_info``).
+        self.layer_attrs: dict[str, dict] = {}
         for info in layers:
             g = self.f.create_group(f"layers/{info.name}")
+            self.layer_attrs[info.name] = {
+                "frame_rate_hz": float(info.frame_rate_hz), "dim": int(info.dim),
+                "kind": info.kind, "storage": "frames" if info.name in frame_layers else "mean",
+                **{key: float(getattr(info, key)) for key in ("first_centre_s", "receptive_field_s")
+                   if getattr(info, key, None) is not None}}  # the layer's FrameGrid
+            g.attrs.update(self.layer_attrs[info.name])
+            self.layers[info.name] = g
+            if store == "pooled":
+                continue
             rows = max(1, CHUNK_BYTES // (info.dim * self.dtype.itemsize))
             if info.name not in frame_layers:  # one mean row per utterance: small chunks
                 rows = min(rows, 256)
@@ -92,33 +127,56 @@ class ShardWriter:
                              shuffle=compression is not None)
             g.create_dataset("offsets", data=np.zeros(1, dtype="int64"), maxshape=(None,),
                              chunks=(4096,))
-            g.attrs.update({"frame_rate_hz": float(info.frame_rate_hz), "dim": int(info.dim),
-                            "kind": info.kind,
-                            "storage": "frames" if info.name in frame_layers else "mean"})
-            for key in ("first_centre_s", "receptive_field_s"):  # the layer's FrameGrid
-                if getattr(info, key, None) is not None:
-                    g.attrs[key] = float(getattr(info, key))
-            self.layers[info.name] = g
         self.nonfinite = dict.fromkeys(self.layers, 0)
         self.n = 0
 
-    def append(self, utt_ids: Sequence[str], n_samples: Sequence[int], data: dict[str, list]) -> None:
-        """Add a batch: ``data[layer]`` is a list of (T, D) frames or (D,) means per utterance."""
+    def append(self, utt_ids: Sequence[str], n_samples: Sequence[int], data: dict[str, list]
+               ) -> dict[str, list[np.ndarray]]:
+        """Add a batch: ``data[layer]`` is a list of (T, D) frames or (D,) means per utterance.
+
+        Returns the batch as stored (in the storage dtype, as (T, D) or (1, D) arrays), which is
+        what pooling during extraction pools, so that both modes pool the same values. In
+        pooled mode only the utterances are written here.
+        """
         k = len(utt_ids)
         _grow(self.f["utterances/utt_id"], list(utt_ids))
         _grow(self.f["utterances/n_samples"], np.asarray(n_samples, dtype="int64"))
+        stored = {}
         for name, g in self.layers.items():
+            dim = self.layer_attrs[name]["dim"]
             with np.errstate(over="ignore"):  # overflow to inf is counted in self.nonfinite
-                items = [np.asarray(x, dtype=self.dtype) for x in data[name]]
+                items = [np.asarray(x, dtype=self.dtype).reshape(-1, dim) for x in data[name]]
             if len(items) != k:
                 raise StoreError(f"{self.path}: layers/{name}: {len(items)} items for {k} utterances")
-            rows = np.concatenate([x.reshape(-1, g.attrs["dim"]) for x in items])
-            sizes = np.array([x.reshape(-1, g.attrs["dim"]).shape[0] for x in items])
+            stored[name] = items
+            rows = np.concatenate(items)
             self.nonfinite[name] += int(rows.size - np.count_nonzero(np.isfinite(rows)))
-            end = g["offsets"][-1]
-            _grow(g["frames"], rows)
-            _grow(g["offsets"], end + np.cumsum(sizes))
+            if self.store == "frames":
+                end = g["offsets"][-1]
+                _grow(g["frames"], rows)
+                _grow(g["offsets"], end + np.cumsum([len(x) for x in items]))
         self.n += k
+        return stored
+
+    def append_pooled(self, span: str, index, matrices: dict[str, dict[str, np.ndarray]]) -> None:
+        """Add pooled rows of one span (pooled mode): ``index`` (a DataFrame, one line per row:
+        text or float columns) and ``matrices[pooling][layer]`` (rows × width, float32)."""
+        if self.store != "pooled":
+            raise ValueError("append_pooled needs store='pooled'")
+        if index.empty:  # nothing to add; its columns' dtypes may not be the real ones
+            return
+        g = self.f.require_group(f"pooled/{span}")
+        if "index" not in g:  # HDF5 lists members alphabetically: keep the column order
+            g.create_group("index").attrs["columns"] = json.dumps(list(index.columns))
+        for col in index.columns:
+            text = not pd.api.types.is_numeric_dtype(index[col])
+            values = index[col].astype(str).tolist() if text else index[col].to_numpy(np.float64)
+            _grow(_growable(g, f"index/{col}", (), h5py.string_dtype() if text else "float64",
+                            None), values)
+        for pooling, layers in matrices.items():
+            for name, x in layers.items():
+                _grow(_growable(g, f"{pooling}/{name}", x.shape[1:], "float32",
+                                self.compression), x)
 
     def close(self) -> Path:
         self.f.attrs["n_utterances"] = self.n
@@ -140,6 +198,22 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def _growable(group: h5py.Group, name: str, row_shape: tuple, dtype, compression
+              ) -> h5py.Dataset:
+    """The extendable dataset ``name`` of ``group``, created empty on first use.
+
+    Chunks are small (at most ``POOLED_CHUNK_BYTES``, or 256 rows): a shard holds few rows per
+    span, and HDF5 allocates whole chunks.
+    """
+    if name not in group:
+        width = int(np.prod(row_shape)) if row_shape else 1
+        rows = min(256, max(1, POOLED_CHUNK_BYTES // (4 * width)))
+        group.create_dataset(name, (0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
+                             chunks=(rows, *row_shape), compression=compression,
+                             shuffle=compression is not None)
+    return group[name]
 
 
 def _grow(ds: h5py.Dataset, values) -> None:
@@ -173,12 +247,13 @@ class FeatureStore:
                     self._index[u] = (i, k)
                     self._utt_ids.append(u)
                 layers = sorted(f["layers"].keys(), key=layer_sort_key)
+                settings = (layers, f.attrs.get("config_hash"), f.attrs.get("store", "frames"))
                 if i == 0:
                     self.attrs = dict(f.attrs)
                     self.layers = layers
                     self._info = {n: dict(f[f"layers/{n}"].attrs) for n in self.layers}
-                elif (layers, f.attrs.get("config_hash")) != (self.layers,
-                                                             self.attrs.get("config_hash")):
+                    first = settings
+                elif settings != first:
                     raise damaged(p, f"its layers or extraction settings differ from "
                                      f"{self.paths[0]}'s (a shard of another model or run)")
 
@@ -190,17 +265,77 @@ class FeatureStore:
             raise damaged(path, f"not a readable HDF5 file ({' '.join(str(exc).split())})"
                           ) from None
         kind, version = f.attrs.get("encoding-type"), f.attrs.get("encoding-version")
-        if kind != ENCODING_TYPE or version != ENCODING_VERSION:
+        if kind != ENCODING_TYPE or version not in READABLE_VERSIONS:
             f.close()
             what = (f"encoding-type {kind!r} is not {ENCODING_TYPE!r}" if kind != ENCODING_TYPE
                     else f"encoding-version {version!r} is not one this layerwise reads "
-                         f"({ENCODING_VERSION})")
+                         f"({', '.join(READABLE_VERSIONS)})")
             raise damaged(path, what)
         return f
 
     @property
     def utt_ids(self) -> list[str]:
         return list(self._utt_ids)
+
+    @property
+    def mode(self) -> str:
+        """``extract.store`` of these files: ``frames`` or ``pooled`` (rows pooled at extraction)."""
+        return self.attrs.get("store", "frames")
+
+    def _need(self, mode: str) -> None:
+        """Stop with one line naming the file when it holds the other kind of data."""
+        if self.mode == mode:
+            return
+        if mode == "frames":
+            raise StoreError(f"{self.paths[0]}: holds rows pooled during extraction "
+                             "(extract.store: pooled), not frames — set extract.store: frames "
+                             "and run snakemake again to re-extract it")
+        raise StoreError(f"{self.paths[0]}: holds frames (extract.store: frames), not rows pooled "
+                         "during extraction — pool it with layerwise.pool.pool_layer")
+
+    @property
+    def pooled_spans(self) -> list[str]:
+        """The ``span-pooling`` names pooled during extraction (pooled mode)."""
+        return json.loads(self.attrs.get("pooled") or "[]")
+
+    def pooled_index(self, span: str, pooling: str) -> pd.DataFrame:
+        """Every shard's rows of ``span`` pooled during extraction, in shard order."""
+        self._need("pooled")
+        parts = []
+        for p in self.paths:
+            with self._open(p) as f:
+                self._check_pooled(p, f, span, pooling)
+                g = f.get(f"pooled/{span}/index")
+                if g is not None:
+                    parts.append(pd.DataFrame({c: g[c].asstr()[:].astype(object)
+                                               if h5py.check_string_dtype(g[c].dtype)
+                                               else g[c][:] for c in json.loads(g.attrs["columns"])}))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    def pooled_matrix(self, span: str, pooling: str, layer: str) -> np.ndarray:
+        """Every shard's ``layer`` rows of ``span-pooling``, float32, in shard order."""
+        self._need("pooled")
+        info = self.layer_info(layer)
+        width = int(info["dim"]) * (2 if pooling == "meanstd" else 1)
+        parts = [np.zeros((0, width), np.float32)]
+        for p in self.paths:
+            with self._open(p) as f:
+                self._check_pooled(p, f, span, pooling)
+                ds = f.get(f"pooled/{span}/{pooling}/{layer}")
+                n = len(f[f"pooled/{span}/index/utt_id"]) if f"pooled/{span}/index" in f else 0
+                if (ds is None and n) or (ds is not None and ds.shape != (n, width)):
+                    raise damaged(p, f"pooled/{span}/{pooling}/{layer}: not {n} rows of {width}")
+                if ds is not None:
+                    parts.append(ds[:])
+        return np.concatenate(parts)
+
+    @staticmethod
+    def _check_pooled(path: Path, f: h5py.File, span: str, pooling: str) -> None:
+        held = json.loads(f.attrs.get("pooled") or "[]")
+        if f"{span}-{pooling}" not in held:
+            raise StoreError(f"{path}: no rows pooled for {span}-{pooling} during extraction "
+                             f"(it holds {', '.join(held) or 'none'}) — delete it and run "
+                             "snakemake again to rebuild it")
 
     def layer_info(self, layer: str) -> dict:
         """``frame_rate_hz``, ``dim``, ``kind``, ``storage`` (and the grid attrs) of a layer."""
@@ -215,6 +350,7 @@ class FeatureStore:
 
     def frames(self, layer: str, utt_id: str) -> np.ndarray:
         """One utterance's rows of ``layer`` as float32 (T, D) (one row for pooled layers)."""
+        self._need("frames")
         self.layer_info(layer)
         try:
             i, k = self._index[utt_id]
@@ -234,6 +370,7 @@ class FeatureStore:
 
     def n_frames(self, layer: str) -> dict[str, int]:
         """Rows of ``layer`` per utterance, from the offsets alone."""
+        self._need("frames")
         self.layer_info(layer)
         out = {}
         for p in self.paths:
@@ -256,6 +393,7 @@ class FeatureStore:
         ``rows[offsets[j]:offsets[j+1]]`` belong to ``utt_ids[j]``; memory stays bounded by
         ``max_rows`` (or one utterance, if longer).
         """
+        self._need("frames")
         self.layer_info(layer)
         for p in self.paths:
             with self._open(p) as f:
@@ -280,9 +418,3 @@ def open(path: str | Path | Sequence[str | Path]) -> FeatureStore:  # noqa: A001
         paths = list(path)
     return FeatureStore(paths)
 
-
-def layer_sort_key(name: str) -> tuple[int, int]:
-    """Model order: cnn.* < proj < layer.*, numerically within a group."""
-    group, _, idx = name.partition(".")
-    order = {"cnn": 0, "proj": 1, "layer": 2}.get(group, 3)
-    return order, int(idx) if idx.isdigit() else 0

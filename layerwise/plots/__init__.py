@@ -13,7 +13,7 @@ returns its path (``return_fig=True``: ``(path, figure)``, the figure left open)
 :func:`self_similarity`     frame x frame cosine self-similarity of one utterance
 :func:`trajectory_gif`      animated frame trajectory of one utterance across layers
 :func:`model_summary`       one page of a model's key curves
-:func:`temporal_figures`    self-similarity + trajectory GIF of one utterance, from the store
+:func:`temporal_figures`    self-similarity + trajectory GIF, from the temporal tables
 ==========================  ===========================================================
 
 The non-interactive Agg backend is selected on import.
@@ -22,12 +22,11 @@ The non-interactive Agg backend is selected on import.
 from layerwise.plots import style  # first: selects the Agg backend
 from layerwise.plots.curves import curve_table, layer_curves
 from layerwise.plots.featstats import feature_stats
-from layerwise.plots.from_store import temporal_figures
 from layerwise.plots.maps import embedding_grid
 from layerwise.plots.similarity import cross_model_heatmaps, layer_heatmaps
 from layerwise.plots.style import panel_axes
 from layerwise.plots.summary import model_summary
-from layerwise.plots.temporal import self_similarity, trajectory_gif
+from layerwise.plots.temporal import self_similarity, temporal_figures, trajectory_gif
 
 __all__ = [
     "cross_model_heatmaps",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -33,7 +32,13 @@ from matplotlib.colors import Colormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from layerwise.io.store import layer_sort_key  # noqa: E402
+from layerwise.vocabulary import (  # noqa: E402
+    LAYER_GROUPS,
+    layer_group,
+    layer_index,
+    layer_sort_key,
+    pick_evenly,
+)
 
 __all__ = [
     "DPI",
@@ -113,33 +118,18 @@ def sort_layers(layers: Iterable[str]) -> list[str]:
 
 def short_layer(name: str) -> str:
     """Compact tick label: ``layer.12`` -> ``L12``, ``cnn.3`` -> ``C3``, ``proj`` -> ``P``."""
-    group, _, idx = str(name).partition(".")
-    prefix = {"layer": "L", "cnn": "C", "proj": "P"}.get(group)
+    group, idx = layer_group(name)
+    prefix = dict(zip(LAYER_GROUPS, "CPL", strict=True)).get(group)
     if prefix is None:
         return str(name)
-    return prefix + idx
-
-
-def layer_index(name: str) -> int | None:
-    """Index within the transformer stack (``layer.i`` -> ``i``); None for other layers."""
-    m = re.fullmatch(r"layer\.(\d+)", str(name))
-    return int(m.group(1)) if m else None
+    return prefix + ("" if idx is None else str(idx))
 
 
 def layer_group_boundaries(layers: Sequence[str]) -> list[float]:
     """Positions (between ticks) where the layer group changes, e.g. between ``cnn`` and
     ``proj``; used to draw thin separators on layer axes."""
-    groups = [str(n).partition(".")[0] for n in layers]
+    groups = [layer_group(n)[0] for n in layers]
     return [i - 0.5 for i in range(1, len(groups)) if groups[i] != groups[i - 1]]
-
-
-def pick_evenly(items: Sequence, n: int) -> list:
-    """At most ``n`` items, evenly spaced, always keeping the first and the last."""
-    items = list(items)
-    if len(items) <= n:
-        return items
-    idx = np.unique(np.round(np.linspace(0, len(items) - 1, n)).astype(int))
-    return [items[i] for i in idx]
 
 
 def _nice_step(step: int) -> int:
@@ -161,14 +151,14 @@ def layer_tick_positions(layers: Sequence[str], max_ticks: int = MAX_LAYER_TICKS
     n = len(layers)
     step = _nice_step(math.ceil(n / max_ticks))
     gap = max(1, step // 2)
-    groups = [str(x).partition(".")[0] for x in layers]
+    groups = [layer_group(x)[0] for x in layers]
     in_group = [0] * n
     for i in range(1, n):
         in_group[i] = in_group[i - 1] + 1 if groups[i] == groups[i - 1] else 0
     starts = [i for i in range(n) if in_group[i] == 0]
     ends = [i for i in range(n) if i == n - 1 or groups[i + 1] != groups[i]]
     candidates = [0, n - 1]
-    candidates += [i for i in starts if groups[i] == "layer"]
+    candidates += [i for i in starts if groups[i] == LAYER_GROUPS[-1]]
     candidates += starts
     candidates += [i for i in range(n) if in_group[i] % step == 0]
     candidates += ends

@@ -1,23 +1,24 @@
 """One utterance through the layers: frame self-similarity and the frame trajectory.
 
-Inputs are the frames of one utterance per layer, ``{layer name: (T, D) array}`` (e.g. from
-``layerwise.io.store.open(...).frames(layer, utt_id)``), the frame rate in Hz (one number, or
-one per layer) and optionally word intervals ``[(start_s, end_s, word), ...]``.
+Drawn from the two tables of ``layerwise.analyses.temporal`` (``tables/{model}/temporal-selfsim``
+and ``temporal-trajectory``), which hold every number shown; the word intervals
+``[(start_s, end_s, word), ...]`` come from the alignments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.animation import PillowWriter
 from matplotlib.axes import Axes
 
 from layerwise.plots import style
 
-__all__ = ["self_similarity", "trajectory_gif"]
+__all__ = ["self_similarity", "temporal_figures", "trajectory_gif"]
 
 #: Resolution of the GIF (a 6.4 x 5.6 in figure: 640 x 560 pixels per frame).
 GIF_DPI = 100
@@ -29,46 +30,32 @@ WORD_FONT = 7
 Words = Sequence[tuple[float, float, str]]
 
 
-def _rate(frame_rate_hz: float | Mapping[str, float], layer: str) -> float:
-    rate = frame_rate_hz[layer] if isinstance(frame_rate_hz, Mapping) else frame_rate_hz
-    rate = float(rate)
-    if not rate > 0:
-        raise ValueError(f"frame_rate_hz must be positive, got {rate} for {layer}")
-    return rate
+def _utterance(table: pd.DataFrame, what: str) -> tuple[str, str]:
+    """The one model and utterance of a temporal table."""
+    if table.empty:
+        raise ValueError(f"the {what} table is empty")
+    models, utts = table["model"].unique(), table["utt_id"].astype(str).unique()
+    if len(models) != 1 or len(utts) != 1:
+        raise ValueError(f"a {what} table of one model and utterance, got models "
+                         f"{list(models)} and utterances {list(utts)}")
+    return str(models[0]), str(utts[0])
 
 
-def _frames(frames_by_layer: Mapping[str, np.ndarray], layer: str) -> np.ndarray:
-    X = np.asarray(frames_by_layer[layer], dtype=np.float64)
-    if X.ndim != 2 or len(X) < 2:
-        raise ValueError(f"frames of {layer} must be (T >= 2, D), got shape {X.shape}")
-    return X
+def _matrix(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The full (T, T) matrix of one layer's ``frame_i ≤ frame_j`` rows, and frame times."""
+    T = int(max(rows["frame_i"].max(), rows["frame_j"].max())) + 1
+    S = np.full((T, T), np.nan)
+    i, j = rows["frame_i"].to_numpy(int), rows["frame_j"].to_numpy(int)
+    S[i, j] = S[j, i] = rows["cosine"].to_numpy(float)
+    times = np.full(T, np.nan)
+    times[i], times[j] = rows["time_i_s"].to_numpy(float), rows["time_j_s"].to_numpy(float)
+    return S, times
 
 
-def _select(frames_by_layer: Mapping[str, np.ndarray], layers: Sequence[str] | None,
-            max_layers: int | None) -> list[str]:
-    """Requested layers (checked), or transformer layers (else all) thinned evenly."""
-    if layers is not None:
-        missing = [x for x in layers if x not in frames_by_layer]
-        if missing:
-            raise ValueError(f"layers not in frames_by_layer: {missing}")
-        return list(layers)
-    ordered = style.sort_layers(frames_by_layer)
-    pool = [x for x in ordered if style.layer_index(x) is not None] or ordered
-    if not pool:
-        raise ValueError("frames_by_layer is empty")
-    return pool if max_layers is None else style.pick_evenly(pool, max_layers)
-
-
-def cosine_self_similarity(X: np.ndarray, *, center: bool = False) -> np.ndarray:
-    """(T, T) cosine similarity between the frames of ``X`` (zero-norm frames give NaN)."""
-    X = np.asarray(X, dtype=np.float64)
-    if center:
-        X = X - X.mean(axis=0)
-    norm = np.linalg.norm(X, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        U = X / norm[:, None]
-    U[norm == 0] = np.nan
-    return np.clip(U @ U.T, -1.0, 1.0)
+def _edges(times: np.ndarray) -> tuple[float, float]:
+    """Start of the first and end of the last frame, from evenly spaced centres."""
+    hop = float(np.median(np.diff(times))) if len(times) > 1 else 0.02
+    return float(times[0]) - hop / 2, float(times[-1]) + hop / 2
 
 
 def _word_marks(ax: Axes, words: Words | None, duration: float, *, width_pt: float,
@@ -96,38 +83,28 @@ def _word_marks(ax: Axes, words: Words | None, duration: float, *, width_pt: flo
 
 
 @style.themed
-def self_similarity(frames_by_layer: Mapping[str, np.ndarray], out: str | Path, *,
-                    corpus: str, model: str, utt_id: str,
-                    frame_rate_hz: float | Mapping[str, float], words: Words | None = None,
-                    layers: Sequence[str] | None = None, max_layers: int = 6,
-                    center: bool = False, ncols: int = 3, return_fig: bool = False):
-    """Frame x frame cosine self-similarity of one utterance, one panel per selected layer.
+def self_similarity(table: pd.DataFrame, out: str | Path, *, corpus: str,
+                    words: Words | None = None, ncols: int = 3, return_fig: bool = False):
+    """Frame x frame cosine self-similarity of one utterance, one panel per layer.
 
     Parameters
     ----------
-    frames_by_layer : dict of str -> (T, D) array
-        The utterance's frames per layer.
+    table : DataFrame
+        The ``selfsim`` table of one model and utterance (``layerwise.analyses.temporal``:
+        ``layer, frame_i, frame_j, time_i_s, time_j_s, cosine``, rows ``frame_i <= frame_j``).
     out : path
         PNG to write (``.pdf``: PDF plus a PNG beside it).
-    corpus, model, utt_id : str
-        Name the figure.
-    frame_rate_hz : float or dict of str -> float
-        Frames per second (per layer when they differ); axes are in seconds.
+    corpus : str
+        Names the figure.
     words : list of (start_s, end_s, word), optional
         Word intervals: boundaries drawn as white lines, words written above each panel.
-    layers : list of str, optional
-        Layers to show; default: transformer layers (all layers without any), evenly
-        thinned to ``max_layers`` (first and last kept).
-    center : bool
-        Subtract the utterance's mean frame before the cosine (removes the common
-        direction of anisotropic layers).
     return_fig : bool
         Also return the (open) figure: ``(path, fig)``.
     """
-    layers = _select(frames_by_layer, layers, max_layers)
-    sims = {x: cosine_self_similarity(_frames(frames_by_layer, x), center=center)
-            for x in layers}
-    negative = any(np.nanmin(S) < 0 for S in sims.values() if np.isfinite(S).any())
+    model, utt_id = _utterance(table, "selfsim")
+    layers = style.sort_layers(table["layer"])
+    mats = {x: _matrix(table[table["layer"] == x]) for x in layers}
+    negative = any(np.nanmin(S) < 0 for S, _ in mats.values() if np.isfinite(S).any())
     n = len(layers)
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
@@ -139,12 +116,12 @@ def self_similarity(frames_by_layer: Mapping[str, np.ndarray], out: str | Path, 
     cmap = style.sequential_cmap("viridis").with_extremes(under=NEGATIVE_COLOUR)
     any_nan = False
     for i, (ax, layer) in enumerate(zip(axes, layers, strict=True)):
-        S = sims[layer]
+        S, times = mats[layer]
         any_nan |= bool(np.isnan(S).any())
-        dur = len(S) / _rate(frame_rate_hz, layer)
+        start, end = _edges(times)
         im = ax.imshow(np.ma.masked_invalid(S), cmap=cmap, vmin=0.0, vmax=1.0,
-                       extent=(0, dur, dur, 0), interpolation="nearest")
-        _word_marks(ax, words, dur, width_pt=0.8 * panel_in * 72)
+                       extent=(start, end, end, start), interpolation="nearest")
+        _word_marks(ax, words, end, width_pt=0.8 * panel_in * 72)
         # word labels stand above the panel: lift the layer name over the longest one
         longest = max((len(str(w[2])) for w in words), default=0) if words else 0
         ax.set_title(f"{layer}", pad=6 + 5.5 * longest)
@@ -157,81 +134,46 @@ def self_similarity(frames_by_layer: Mapping[str, np.ndarray], out: str | Path, 
                  extend="min" if negative else "neither",
                  label="cosine similarity (fixed scale 0 to 1"
                        + ("; below 0: black)" if negative else ")"))
-    what = "Frame self-similarity (cosine" + (", centred)" if center else ")")
-    fig.suptitle(style.title(what, corpus=corpus, model=model, utterance=utt_id))
+    fig.suptitle(style.title("Frame self-similarity (cosine)", corpus=corpus, model=model,
+                             utterance=utt_id))
     if any_nan:
         fig.legend(handles=[style.missing_patch("zero-norm frame (NaN)")],
                    loc="outside lower center", frameon=False)
     return style.finish(fig, out, return_fig=return_fig)
 
 
-def shared_pca(frames: Sequence[np.ndarray], n_components: int = 2
-               ) -> tuple[list[np.ndarray], np.ndarray]:
-    """Project each layer's frames into one PCA space fitted on all of them.
-
-    Each layer is standardised first (per dimension: zero mean, unit variance; constant
-    dimensions are only centred), so that no layer dominates by its scale. Returns the
-    projections ``[(T_i, n_components)]`` and the explained-variance ratios.
-    """
-    dims = {X.shape[1] for X in frames}
-    if len(dims) != 1:
-        raise ValueError(f"a shared PCA needs layers of one width, got widths {sorted(dims)}")
-    Z = []
-    for X in frames:
-        sd = X.std(axis=0)
-        Z.append((X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0))
-    stacked = np.concatenate(Z)
-    _, s, vt = np.linalg.svd(stacked - stacked.mean(axis=0), full_matrices=False)
-    comps = vt[:n_components]
-    ratio = (s**2 / max(float((s**2).sum()), np.finfo(float).tiny))[:n_components]
-    return [z @ comps.T for z in Z], ratio
-
-
 @style.themed
-def trajectory_gif(frames_by_layer: Mapping[str, np.ndarray], out_gif: str | Path, *,
-                   corpus: str, model: str, utt_id: str,
-                   frame_rate_hz: float | Mapping[str, float], words: Words | None = None,
-                   layers: Sequence[str] | None = None, fps: float = 2.0,
-                   return_fig: bool = False):
+def trajectory_gif(table: pd.DataFrame, out_gif: str | Path, *, corpus: str,
+                   words: Words | None = None, fps: float = 2.0, return_fig: bool = False):
     """Animated GIF of the utterance's frame trajectory in a shared PCA space, one
     animation frame per layer.
 
-    The PCA is fitted once on the frames of every selected layer, stacked after per-layer
-    standardisation (:func:`shared_pca`), so positions compare across animation frames;
-    the axis limits are fixed. Points are coloured by time (colour bar in seconds) and
-    joined in time order; word labels sit at the frame nearest each word's middle.
+    The PCA was fitted once on the frames of every layer of the table
+    (``layerwise.analyses.temporal.shared_pca``), so positions compare across animation
+    frames; the axis limits are fixed. Points are coloured by time (colour bar in seconds)
+    and joined in time order; word labels sit at the frame nearest each word's middle.
 
     Parameters
     ----------
-    frames_by_layer : dict of str -> (T, D) array
-        The utterance's frames per layer.
+    table : DataFrame
+        The ``trajectory`` table of one model and utterance (``layer, frame, time_s, pc1, pc2,
+        pc1_share, pc2_share``).
     out_gif : path
         GIF to write (parent folders are created).
-    corpus, model, utt_id : str
-        Name the figure.
-    frame_rate_hz : float or dict of str -> float
-        Frames per second (per layer when they differ).
+    corpus : str
+        Names the figure.
     words : list of (start_s, end_s, word), optional
-    layers : list of str, optional
-        Layers to animate, all of one width; default: every layer with the width of the
-        last layer, in model order.
     fps : float
         Animation frames (layers) per second.
     return_fig : bool
         Also return the (open) figure: ``(path, fig)``.
     """
-    if layers is None:
-        ordered = style.sort_layers(frames_by_layer)
-        if not ordered:
-            raise ValueError("frames_by_layer is empty")
-        width = np.shape(frames_by_layer[ordered[-1]])[1]
-        layers = [x for x in ordered if np.shape(frames_by_layer[x])[1] == width]
-    else:
-        layers = _select(frames_by_layer, layers, None)
-    frames = [_frames(frames_by_layer, x) for x in layers]
-    proj, ratio = shared_pca(frames)
-    times = [np.arange(len(X)) / _rate(frame_rate_hz, x) for X, x in zip(frames, layers,
-                                                                       strict=True)]
+    model, utt_id = _utterance(table, "trajectory")
+    layers = style.sort_layers(table["layer"])
+    rows = [table[table["layer"] == x].sort_values("frame") for x in layers]
+    proj = [r[["pc1", "pc2"]].to_numpy(float) for r in rows]
+    times = [r["time_s"].to_numpy(float) for r in rows]
+    ratio = table[["pc1_share", "pc2_share"]].iloc[0].to_numpy(float)
     allp = np.concatenate(proj)
     lo, hi = allp.min(axis=0), allp.max(axis=0)
     pad = 0.06 * np.maximum(hi - lo, 1e-9)
@@ -262,9 +204,8 @@ def trajectory_gif(frames_by_layer: Mapping[str, np.ndarray], out_gif: str | Pat
         sc.set_offsets(P)
         sc.set_array(t)
         line.set_data(P[:, 0], P[:, 1])
-        rate = _rate(frame_rate_hz, layers[k])
         for txt, (s, e, _) in zip(labels, words, strict=True):
-            i = int(np.clip(round(0.5 * (float(s) + float(e)) * rate), 0, len(P) - 1))
+            i = int(np.argmin(np.abs(t - 0.5 * (float(s) + float(e)))))
             txt.set_position((P[i, 0], P[i, 1]))
         ax.set_title(f"{layers[k]}  (layer {k + 1} of {len(layers)} shown)")
 
@@ -279,3 +220,20 @@ def trajectory_gif(frames_by_layer: Mapping[str, np.ndarray], out_gif: str | Pat
         return out_gif, fig
     plt.close(fig)
     return out_gif
+
+
+def utterance_words(alignments: pd.DataFrame, utt_id: str) -> list[tuple[float, float, str]]:
+    """The word intervals of one utterance, ``[(start_s, end_s, word), ...]``."""
+    g = alignments[(alignments["tier"] == "word") & (alignments["utt_id"].astype(str) == utt_id)]
+    return list(zip(g["start_s"].astype(float), g["end_s"].astype(float),
+                    g["label"].astype(str), strict=True))
+
+
+def temporal_figures(selfsim: pd.DataFrame, trajectory: pd.DataFrame, alignments: pd.DataFrame,
+                     out_png: str | Path, out_gif: str | Path, *, corpus: str) -> None:
+    """The self-similarity panels and the trajectory GIF of a model's temporal tables, with
+    the utterance's words from the alignments."""
+    _, utt_id = _utterance(selfsim, "selfsim")
+    words = utterance_words(alignments, utt_id) or None
+    self_similarity(selfsim, out_png, corpus=corpus, words=words)
+    trajectory_gif(trajectory, out_gif, corpus=corpus, words=words)

@@ -15,21 +15,24 @@ model's output frame at that instant (the window of its log-mel target); rows ar
 across models by ``(utt_id, time_s)``.
 Poolings: ``mean``, ``meanstd`` (mean ‖ std), ``max``, ``center`` (middle frame), ``first``,
 ``last``, ``middle`` (mean over the middle third, as Pasad et al. use for phones).
+
+With ``extract.store: pooled`` the extraction job ran these same functions on each batch
+(:mod:`layerwise.pool.in_extraction`) and :func:`read_pooled` only gathers the shards' rows;
+:func:`pool_store` is what ``pool_layers`` calls for either kind of store.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-from layerwise.io.store import FeatureStore, layer_sort_key
+from layerwise.io.store import FeatureStore
+from layerwise.vocabulary import POOLINGS, SPANS, layer_sort_key
 
 log = logging.getLogger(__name__)
-SPANS = ("utterance", "word", "phone", "frame")
-POOLINGS = ("mean", "meanstd", "max", "center", "first", "last", "middle")
 INDEX_COLUMNS = ["row", "utt_id", "start_s", "end_s", "unit"]
 #: Instants are drawn on this grid (s), whatever the models' frame rates.
 GRID_S = 0.01
@@ -45,7 +48,7 @@ def build_index(
     span: str,
     *,
     labels: Sequence[str] = (),
-    max_frames: int = 20000,
+    max_frames: int,
     seed: int = 0,
 ) -> pd.DataFrame:
     """The rows of a pooled matrix: ``row, utt_id, start_s, end_s, unit`` + label columns.
@@ -53,6 +56,25 @@ def build_index(
     ``unit`` is the word/phone label for word/phone spans. Frame rows add ``time_s`` (the
     instant), and the word and phone at that instant go to columns ``word`` and ``phone`` when
     alignments exist.
+    """
+    instants = (sample_instants(manifest, max_frames=max_frames, seed=seed) if span == "frame"
+                else None)
+    index = unit_rows(store, alignments, span, instants)
+    check_alignments(span, index)
+    return label_rows(index, manifest, labels)
+
+
+def check_alignments(span: str, segments: pd.DataFrame) -> None:
+    """Word and phone spans need segments of their tier (their rows, or the alignments')."""
+    if span in ("word", "phone") and segments.empty:
+        raise ValueError(f"span {span!r} needs {span} alignments (corpus.alignments)")
+
+
+def unit_rows(store: FeatureStore, alignments: pd.DataFrame, span: str,
+              instants: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of ``span`` in ``store``'s utterances, before numbering and corpus labels.
+
+    ``instants`` (from :func:`sample_instants`) are the frame span's; the rest need none.
     """
     if span not in SPANS:
         raise ValueError(f"span must be one of {SPANS}, got {span!r}")
@@ -64,19 +86,26 @@ def build_index(
                               "end_s": [duration[u] for u in utts], "unit": ""})
     elif span in ("word", "phone"):
         seg = alignments[(alignments["tier"] == span) & alignments["utt_id"].isin(duration)]
-        if seg.empty:
-            raise ValueError(f"span {span!r} needs {span} alignments (corpus.alignments)")
         order = {u: i for i, u in enumerate(utts)}
         seg = seg.assign(_o=seg["utt_id"].map(order)).sort_values(["_o", "start_s"], kind="stable")
         index = pd.DataFrame({"utt_id": seg["utt_id"].to_numpy(), "start_s": seg["start_s"].to_numpy(),
                               "end_s": seg["end_s"].to_numpy(), "unit": seg["label"].to_numpy()})
         index[span] = index["unit"]
     else:
-        index = _frame_rows(store, sample_instants(manifest, max_frames=max_frames, seed=seed),
-                            duration)
+        if instants is None:
+            raise ValueError("the frame span needs its instants (sample_instants)")
+        index = _frame_rows(store, instants, duration)
         for tier in ("word", "phone"):
-            index[tier] = _label_times(index["utt_id"], index["time_s"],
-                                       alignments[alignments["tier"] == tier])
+            index[tier] = pd.Series(_label_times(index["utt_id"], index["time_s"],
+                                                 alignments[alignments["tier"] == tier]),
+                                    index=index.index, dtype=str)
+    return index
+
+
+def label_rows(index: pd.DataFrame, manifest: pd.DataFrame, labels: Sequence[str] = ()
+               ) -> pd.DataFrame:
+    """Number the rows (column ``row``) and join the corpus ``labels`` from the manifest."""
+    index = index.reset_index(drop=True)
     index.insert(0, "row", np.arange(len(index)))
     lab = manifest.set_index("utt_id")[[c for c in labels if c in manifest.columns]]
     return _join_labels(index, lab)
@@ -130,7 +159,7 @@ def output_layer(store: FeatureStore) -> str:
 
 def _frame_rows(store: FeatureStore, instants: pd.DataFrame, duration: dict) -> pd.DataFrame:
     """Instants in this store's utterances, with the receptive field of the output frame."""
-    dur = instants["utt_id"].map(duration)
+    dur = instants["utt_id"].map(duration).astype(float)  # float even with no instant
     keep = (dur.notna() & (instants["time_s"] <= dur - EDGE_S + 1e-4)).to_numpy()
     if not keep.all():
         log.info("frame span: %d of %d instants dropped, in %d utterances missing from this "
@@ -139,7 +168,8 @@ def _frame_rows(store: FeatureStore, instants: pd.DataFrame, duration: dict) -> 
     instants = instants[keep].reset_index(drop=True)
     layer = output_layer(store)
     grid, n_frames = store.grid(layer), store.n_frames(layer)
-    k = grid.nearest(instants["time_s"].to_numpy(), instants["utt_id"].map(n_frames).to_numpy())
+    k = grid.nearest(instants["time_s"].to_numpy(),
+                     instants["utt_id"].map(n_frames).to_numpy(dtype=np.int64))
     start, end = grid.field(k)
     return pd.DataFrame({"utt_id": instants["utt_id"], "start_s": np.round(start, 6),
                          "end_s": np.round(end, 6), "unit": "", "time_s": instants["time_s"]})
@@ -219,6 +249,45 @@ def pool_layer(store: FeatureStore, layer: str, index: pd.DataFrame, pooling: st
                  "outside their frame's receptive field", layer, np.median(gap), gap.max(),
                  (gap > grid.receptive_field_s * 500 + 1e-6).sum(), len(gap))
     return out
+
+
+def pool_store(store: FeatureStore, manifest: pd.DataFrame, alignments: pd.DataFrame,
+               span: str, pooling: str, *, labels: Sequence[str] = (), max_frames: int = 20000,
+               seed: int = 0) -> tuple[pd.DataFrame, list[str], Iterator[tuple[str, np.ndarray]]]:
+    """A pooled folder's index, layer names and lazy ``(layer, matrix)`` pairs, from either
+    kind of store: frames are pooled here; a pooled store's rows are read (:func:`read_pooled`).
+    """
+    names = poolable_layers(store, span, pooling)
+    if store.mode == "pooled":
+        index, layers = read_pooled(store, manifest, span, pooling, labels=labels)
+    else:
+        index = build_index(store, manifest, alignments, span, labels=labels,
+                            max_frames=max_frames, seed=seed)
+        layers = ((name, pool_layer(store, name, index, pooling)) for name in names)
+    return index, names, layers
+
+
+def read_pooled(store: FeatureStore, manifest: pd.DataFrame, span: str, pooling: str, *,
+                labels: Sequence[str] = ()
+                ) -> tuple[pd.DataFrame, Iterator[tuple[str, np.ndarray]]]:
+    """The index and ``(layer, matrix)`` pairs of a pooled folder, from pooled-mode shards.
+
+    Rows come in the order ``build_index`` gives a frames-mode store: the shards' processing
+    order, except frame rows, which follow the manifest and then time (as ``sample_instants``).
+    """
+    index = store.pooled_index(span, pooling)
+    check_alignments(span, index)
+    if index.empty:
+        raise ValueError(f"no {span} rows in any of {len(store.paths)} feature files "
+                         "(every utterance rejected?)")
+    order = np.arange(len(index))
+    if span == "frame":
+        position = {u: i for i, u in enumerate(manifest["utt_id"].astype(str))}
+        order = np.lexsort((index["time_s"].to_numpy(), index["utt_id"].map(position).to_numpy()))
+    index = label_rows(index.iloc[order], manifest, labels)
+    layers = ((name, store.pooled_matrix(span, pooling, name)[order])
+              for name in poolable_layers(store, span, pooling))
+    return index, layers
 
 
 def pool_frames(x: np.ndarray, pooling: str) -> np.ndarray:

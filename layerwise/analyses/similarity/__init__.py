@@ -26,7 +26,7 @@ Uncertainty and tables
 Modules
 -------
 ``cka``, ``neighbours`` (cosine, mutual k-NN), ``cca``, ``streaming``, ``bootstrap``,
-``table``; private: ``_validation`` (input checks, shared numerics), ``_intervals``
+``table``; private: ``_numerics`` (shared numerics, the undefined-value warning), ``_intervals``
 (resampling weights, half-samples, interval formulas), ``_registry`` (:data:`METRICS`),
 ``_parallel`` (per-layer threads).  Every public name is importable from
 ``layerwise.analyses.similarity``.
@@ -41,8 +41,8 @@ from layerwise.analyses.similarity import (  # noqa: F401  (submodules, for test
     streaming,
     table,
 )
+from layerwise.analyses.similarity._numerics import UndefinedSimilarityWarning
 from layerwise.analyses.similarity._registry import METRICS, SYMMETRIC_METRICS, TABLE_COLUMNS
-from layerwise.analyses.similarity._validation import UndefinedSimilarityWarning
 from layerwise.analyses.similarity.bootstrap import bootstrap_ci
 from layerwise.analyses.similarity.cca import (
     CCADirections,

@@ -15,14 +15,10 @@ from layerwise.analyses.similarity._intervals import (
     _bootstrap_weights,
     _group_codes,
 )
+from layerwise.analyses.similarity._numerics import UndefinedSimilarityWarning
 from layerwise.analyses.similarity._registry import METRICS
-from layerwise.analyses.similarity._validation import (
-    UndefinedSimilarityWarning,
-    _check_int,
-    _check_pair,
-    _check_real,
-)
 from layerwise.analyses.similarity.table import _TableComputation
+from layerwise.analyses.validation import check_int, check_pair, check_real
 
 # Keyword options of each metric that the table's computation supports, as table options.
 _TABLE_OPTIONS = {
@@ -178,15 +174,15 @@ def bootstrap_ci(
     if resolved is None and not callable(metric):
         raise ValueError(f"metric must be a metric name or callable, got {metric!r}")
     min_rows = 4 if resolved is not None and resolved[0] == "cka_debiased" else 2
-    X, Y = _check_pair(X, Y, min_samples=min_rows)
-    n_boot = _check_int(n_boot, "n_boot", low=1)
-    seed = _check_int(seed, "seed", low=0)
-    level = _check_real(level, "level", low=0.0, high=1.0, low_open=True, high_open=True)
+    X, Y = check_pair(X, Y, min_samples=min_rows)
+    n_boot = check_int(n_boot, "n_boot", low=1)
+    seed = check_int(seed, "seed", low=0)
+    level = check_real(level, "level", low=0.0, high=1.0, low_open=True, high_open=True)
     codes = _group_codes(groups, X.shape[0])
     if resolved is not None:
         name, options = resolved
         if name == "mutual_knn":
-            _check_int(options["knn_k"], "k", low=1, high=X.shape[0] - 1)
+            check_int(options["knn_k"], "k", low=1, high=X.shape[0] - 1)
         computation = _TableComputation(
             [X], [Y], ["X"], ["Y"], [name], n_boot=n_boot, seed=seed, codes=codes,
             **{"knn_k": 10, "rbf_threshold": 0.5, "svcca_components": 20, **options},

@@ -8,16 +8,14 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import linalg
 
-from layerwise.analyses.similarity._validation import (
+from layerwise.analyses.similarity._numerics import (
     FloatMatrix,
     _centre,
-    _check_int,
-    _check_pair,
-    _check_real,
     _column_means,
     _undefined,
 )
 from layerwise.analyses.similarity.cka import _which_constant
+from layerwise.analyses.validation import check_int, check_pair, check_real
 
 # --------------------------------------------------------------------------------------
 # CCA family
@@ -140,8 +138,8 @@ def cca_correlations(X: ArrayLike, Y: ArrayLike, *, epsilon: float = 0.0) -> np.
     >>> np.round(cca_correlations(X, X @ np.diag([1.0, 2.0, 3.0])), 6)
     array([1., 1., 1.])
     """
-    X, Y = _check_pair(X, Y)
-    epsilon = _check_real(epsilon, "epsilon", low=0.0)
+    X, Y = check_pair(X, Y)
+    epsilon = check_real(epsilon, "epsilon", low=0.0)
     return _cca(X, Y, epsilon)[0]
 
 
@@ -204,8 +202,8 @@ def mean_squared_cca(X: ArrayLike, Y: ArrayLike, *, epsilon: float = 0.0) -> flo
     >>> round(mean_squared_cca(X, Y), 5)
     0.5454
     """
-    X, Y = _check_pair(X, Y)
-    epsilon = _check_real(epsilon, "epsilon", low=0.0)
+    X, Y = check_pair(X, Y)
+    epsilon = check_real(epsilon, "epsilon", low=0.0)
     rho = _cca(X, Y, epsilon)[0]
     if rho.size == 0:
         return _no_variance("mean_squared_cca", X, Y)
@@ -255,10 +253,10 @@ def svcca(
     >>> round(svcca(X, X @ Q, n_components=10), 6)
     1.0
     """
-    X, Y = _check_pair(X, Y)
+    X, Y = check_pair(X, Y)
     if n_components is not None:
-        n_components = _check_int(n_components, "n_components", low=1)
-    variance = _check_real(variance, "variance", low=0.0, high=1.0, low_open=True)
+        n_components = check_int(n_components, "n_components", low=1)
+    variance = check_real(variance, "variance", low=0.0, high=1.0, low_open=True)
     bases = []
     for M in (X, Y):
         U, s, _ = _principal_basis(_centre(M))
@@ -318,10 +316,10 @@ def pwcca(
     >>> round(pwcca(X, X @ rng.standard_normal((5, 8))), 6)
     1.0
     """
-    X, Y = _check_pair(X, Y)
+    X, Y = check_pair(X, Y)
     if n_components is not None:
-        n_components = _check_int(n_components, "n_components", low=1)
-    epsilon = _check_real(epsilon, "epsilon", low=0.0)
+        n_components = check_int(n_components, "n_components", low=1)
+    epsilon = check_real(epsilon, "epsilon", low=0.0)
     rho, x_side, _ = _cca(X, Y, epsilon, n_components)
     if rho.size == 0:
         return _no_variance("pwcca", X, Y)
@@ -385,8 +383,8 @@ def cca_directions(X: ArrayLike, Y: ArrayLike, *, epsilon: float = 0.0) -> CCADi
     >>> fit.x.shape
     (4, 4)
     """
-    X, Y = _check_pair(X, Y)
-    epsilon = _check_real(epsilon, "epsilon", low=0.0)
+    X, Y = check_pair(X, Y)
+    epsilon = check_real(epsilon, "epsilon", low=0.0)
     rho, x_side, y_side = _cca(X, Y, epsilon)
     if rho.size == 0:
         return CCADirections(_column_means(X), _column_means(Y), np.empty((X.shape[1], 0)),
@@ -440,7 +438,7 @@ def projected_pwcca(
     """
     if not isinstance(directions, CCADirections):
         raise ValueError(f"directions must come from cca_directions, got {directions!r}")
-    X, Y = _check_pair(X, Y)
+    X, Y = check_pair(X, Y)
     for name, M, D in (("X", X, directions.x), ("Y", Y, directions.y)):
         if M.shape[1] != D.shape[0]:
             raise ValueError(f"{name} has {M.shape[1]} features, the directions {D.shape[0]}")

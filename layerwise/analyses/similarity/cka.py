@@ -7,17 +7,16 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from layerwise.analyses.similarity._validation import (
+from layerwise.analyses.similarity._numerics import (
     FloatMatrix,
     _centre,
-    _check_pair,
-    _check_real,
     _double_centre,
     _gram_to_sq_distances,
     _row_sq_norms,
     _sq_norm,
     _undefined,
 )
+from layerwise.analyses.validation import check_pair, check_real
 
 # --------------------------------------------------------------------------------------
 # CKA family
@@ -102,7 +101,7 @@ def cka_linear(X: ArrayLike, Y: ArrayLike) -> float:
     >>> round(cka_linear(X, 3.0 * X @ Q), 6)
     1.0
     """
-    X, Y = _check_pair(X, Y)
+    X, Y = check_pair(X, Y)
     xy, xx, yy = _linear_hsic_terms(_centre(X), _centre(Y))
     # Edge case: identical rows give a zero centred Gram matrix and CKA = 0/0.
     if xx == 0.0 or yy == 0.0:
@@ -163,8 +162,8 @@ def cka_rbf(X: ArrayLike, Y: ArrayLike, *, threshold: float = 0.5) -> float:
     >>> round(cka_rbf(X, X), 6)
     1.0
     """
-    X, Y = _check_pair(X, Y)
-    threshold = _check_real(threshold, "threshold", low=0.0, low_open=True)
+    X, Y = check_pair(X, Y)
+    threshold = check_real(threshold, "threshold", low=0.0, low_open=True)
     K = _rbf_kernel(X, threshold)
     L = _rbf_kernel(Y, threshold)
     if K is None or L is None:
@@ -221,7 +220,7 @@ def cka_debiased(X: ArrayLike, Y: ArrayLike) -> float:
     >>> abs(cka_debiased(X, Y)) < 0.05
     True
     """
-    X, Y = _check_pair(X, Y, min_samples=4)
+    X, Y = check_pair(X, Y, min_samples=4)
     Xc, Yc = _centre(X), _centre(Y)
     n = X.shape[0]
     xy, xx, yy = _linear_hsic_terms(Xc, Yc)

@@ -28,9 +28,9 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
+from layerwise.analyses.similarity._numerics import _cka_ratio
 from layerwise.analyses.similarity._parallel import _single_threaded_blas
 from layerwise.analyses.similarity._results import _MetricResults
-from layerwise.analyses.similarity._validation import _cka_ratio
 from layerwise.analyses.similarity.cca import _n_kept, _projection_weights, _top_eigen
 
 #: Metrics computed exactly over all rows by this module.

@@ -5,16 +5,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from layerwise.analyses.similarity._validation import (
+from layerwise.analyses.similarity._numerics import (
     _BLOCK_ELEMENTS,
     FloatMatrix,
-    _check_int,
-    _check_pair,
-    _check_real,
     _matched_cosines,
     _undefined,
     _unit_rows,
 )
+from layerwise.analyses.validation import check_int, check_pair, check_real
 
 # --------------------------------------------------------------------------------------
 # Row-wise cosine and mutual nearest neighbours
@@ -47,7 +45,7 @@ def cosine_matched(X: ArrayLike, Y: ArrayLike) -> float:
     >>> cosine_matched(X, np.array([[2.0, 0.0], [1.0, 0.0]]))
     0.5
     """
-    X, Y = _check_pair(X, Y, min_samples=1)
+    X, Y = check_pair(X, Y, min_samples=1)
     # Edge case: vectors of different dimension have no angle between them.
     if X.shape[1] != Y.shape[1]:
         return _undefined(
@@ -142,9 +140,9 @@ def mutual_knn(
     >>> mutual_knn(X, 2.0 * X, k=5)
     1.0
     """
-    X, Y = _check_pair(X, Y)
-    k = _check_int(k, "k", low=1, high=X.shape[0] - 1)
-    clamp_quantile = _check_real(clamp_quantile, "clamp_quantile", low=0.0, high=1.0, low_open=True)
+    X, Y = check_pair(X, Y)
+    k = check_int(k, "k", low=1, high=X.shape[0] - 1)
+    clamp_quantile = check_real(clamp_quantile, "clamp_quantile", low=0.0, high=1.0, low_open=True)
     Zx = _clamped_unit_rows(X, clamp_quantile)
     Zy = _clamped_unit_rows(Y, clamp_quantile)
     if Zx is None or Zy is None:

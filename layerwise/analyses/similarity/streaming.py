@@ -9,14 +9,13 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from layerwise.analyses.similarity._validation import (
+from layerwise.analyses.similarity._numerics import (
     FloatMatrix,
     UndefinedSimilarityWarning,
-    _check_matrix,
-    _check_pair,
     _column_means,
     _sq_norm,
 )
+from layerwise.analyses.validation import check_matrix, check_pair
 
 # --------------------------------------------------------------------------------------
 # Streaming linear CKA
@@ -80,7 +79,7 @@ class StreamingGram:
     def update(self, chunks: Sequence[ArrayLike]) -> StreamingGram:
         """Add the same rows of every layer: ``chunks[i]`` has shape ``(rows, p_i)``."""
         # float32 chunks stay float32 here; centring below produces the float64 copy.
-        arrays = [_check_matrix(c, f"chunks[{i}]", as_float64=False) for i, c in enumerate(chunks)]
+        arrays = [check_matrix(c, f"chunks[{i}]", min_rows=0) for i, c in enumerate(chunks)]
         if not arrays:
             raise ValueError("chunks must hold one array per layer, got none")
         rows = {a.shape[0] for a in arrays}
@@ -198,7 +197,7 @@ class LinearCKAAccumulator:
 
     def update(self, X: ArrayLike, Y: ArrayLike) -> LinearCKAAccumulator:
         """Add matched rows ``X`` (rows, p) and ``Y`` (rows, q)."""
-        X, Y = _check_pair(X, Y, min_samples=0)
+        X, Y = check_pair(X, Y, min_samples=0)
         self._gram._add([X, Y])
         return self
 

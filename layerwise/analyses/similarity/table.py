@@ -17,23 +17,20 @@ from layerwise.analyses.similarity._intervals import (
     _HALF_SAMPLED,
     _group_codes,
 )
-from layerwise.analyses.similarity._parallel import _for_each_layer, _single_threaded_blas
-from layerwise.analyses.similarity._registry import METRICS, TABLE_COLUMNS
-from layerwise.analyses.similarity._results import _MetricResults
-from layerwise.analyses.similarity._sample import _sample_rows
-from layerwise.analyses.similarity._validation import (
+from layerwise.analyses.similarity._numerics import (
     _BLOCK_ELEMENTS,
     FloatMatrix,
     UndefinedSimilarityWarning,
     _centre,
-    _check_int,
-    _check_matrix,
-    _check_real,
     _cka_ratio,
     _gram_to_sq_distances,
     _matched_cosines,
     _row_sq_norms,
 )
+from layerwise.analyses.similarity._parallel import _for_each_layer, _single_threaded_blas
+from layerwise.analyses.similarity._registry import METRICS, TABLE_COLUMNS
+from layerwise.analyses.similarity._results import _MetricResults
+from layerwise.analyses.similarity._sample import _sample_rows
 from layerwise.analyses.similarity.cca import _canonical, _n_kept, _projection_weights, _top_eigen
 from layerwise.analyses.similarity.gram import EXACT_METRICS, _GramComputation
 from layerwise.analyses.similarity.neighbours import (
@@ -41,6 +38,7 @@ from layerwise.analyses.similarity.neighbours import (
     _knn_indices,
     _knn_overlap,
 )
+from layerwise.analyses.validation import check_int, check_matrix, check_real
 
 # --------------------------------------------------------------------------------------
 # Similarity table: every layer pair, every metric, one pass of per-layer precomputation
@@ -583,7 +581,7 @@ def _check_layers(layers: object, name: str) -> tuple[list[str], list[FloatMatri
             raise ValueError(f"{name} keys must be layer names (str), got {key!r}")
         names.append(key)
         # float32 stays float32: the exact metrics read float64 chunks of rows
-        mats.append(_check_matrix(value, f"{name}[{key!r}]", as_float64=False))
+        mats.append(check_matrix(value, f"{name}[{key!r}]", min_rows=0))
     return names, mats
 
 
@@ -596,13 +594,13 @@ def similarity_table(
     model_b: str,
     span: str,
     pooling: str,
-    n_boot: int = 0,
+    n_boot: int,
     seed: int = 0,
-    knn_k: int = 10,
-    rbf_threshold: float = 0.5,
-    svcca_components: int | None = 20,
+    knn_k: int,
+    rbf_threshold: float,
+    svcca_components: int | None,
     groups: ArrayLike | None = None,
-    max_rows: int | None = None,
+    max_rows: int | None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Every requested metric for every pair of layers, as a long table.
@@ -676,7 +674,9 @@ def similarity_table(
     >>> rng = np.random.default_rng(0)
     >>> layers = {f"layer.{i}": rng.standard_normal((100, 8)) for i in range(3)}
     >>> table = similarity_table(layers, metrics=["cka_linear"], model_a="m", model_b="m",
-    ...                          span="utterance", pooling="mean", progress=False)
+    ...                          span="utterance", pooling="mean", n_boot=0, knn_k=10,
+    ...                          rbf_threshold=0.5, svcca_components=20, max_rows=None,
+    ...                          progress=False)
     >>> table.shape
     (9, 11)
     >>> round(float(table.query("layer_a == layer_b").value.min()), 12)
@@ -706,15 +706,15 @@ def similarity_table(
     min_rows = 4 if "cka_debiased" in metrics else 2
     if n < min_rows:
         raise ValueError(f"the layers need at least {min_rows} rows, got {n}")
-    n_boot = _check_int(n_boot, "n_boot", low=0)
-    seed = _check_int(seed, "seed", low=0)
-    rbf_threshold = _check_real(rbf_threshold, "rbf_threshold", low=0.0, low_open=True)
+    n_boot = check_int(n_boot, "n_boot", low=0)
+    seed = check_int(seed, "seed", low=0)
+    rbf_threshold = check_real(rbf_threshold, "rbf_threshold", low=0.0, low_open=True)
     if svcca_components is not None:
-        svcca_components = _check_int(svcca_components, "svcca_components", low=1)
+        svcca_components = check_int(svcca_components, "svcca_components", low=1)
     codes = _group_codes(groups, n)
 
     if max_rows is not None:
-        max_rows = _check_int(max_rows, "max_rows", low=2)
+        max_rows = check_int(max_rows, "max_rows", low=2)
 
     cross_model = layers_b is not None and model_a != model_b
     labels_a = [f"{model_a}:{name}" for name in names_a]
@@ -724,7 +724,7 @@ def similarity_table(
     sample = _sample_rows(n, max_rows, groups, seed) if sampled else None
     n_sample = n if sample is None else sample.size
     if "mutual_knn" in sampled:
-        knn_k = _check_int(knn_k, "knn_k", low=1, high=n_sample - 1)
+        knn_k = check_int(knn_k, "knn_k", low=1, high=n_sample - 1)
     halves = n_boot if _HALF_SAMPLED & set(metrics) else 0
     boots = n_boot if set(metrics) - _HALF_SAMPLED else 0
     steps = (len(mats_a) + len(mats_b or [])) * bool(sampled) + 1 + boots + 1 + halves

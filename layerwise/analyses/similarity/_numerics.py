@@ -1,13 +1,13 @@
-"""Input validation, the warning for undefined values, and numerical building blocks."""
+"""Shared numerics of the similarity metrics, and the warning for undefined values (input
+checks: layerwise.analyses.validation)."""
 
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 FloatMatrix = NDArray[np.float64]
 
@@ -20,74 +20,6 @@ _BLOCK_ELEMENTS = 1 << 23
 
 class UndefinedSimilarityWarning(UserWarning):
     """A similarity is undefined for the given input; ``nan`` was returned instead."""
-
-
-# --------------------------------------------------------------------------------------
-# Validation (done once, at the public boundary)
-# --------------------------------------------------------------------------------------
-
-
-def _check_matrix(A: ArrayLike, name: str, *, as_float64: bool = True) -> np.ndarray:
-    """Return ``A`` as a finite 2-D float64 array, or raise ValueError naming ``name``.
-
-    ``as_float64=False`` keeps a float dtype (e.g. float32) as it is, to save a copy.
-    """
-    A = np.asarray(A)
-    if A.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must contain real numbers, got an array of dtype {A.dtype}")
-    if A.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array of shape (n_samples, n_features), got shape {A.shape}"
-        )
-    if A.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one feature column, got shape {A.shape}")
-    if as_float64 or A.dtype.kind != "f":
-        A = A.astype(np.float64, copy=False)
-    if not np.isfinite(A).all():
-        raise ValueError(f"{name} contains NaN or infinity")
-    return A
-
-
-def _check_pair(X: ArrayLike, Y: ArrayLike, *, min_samples: int = 2) -> tuple[FloatMatrix, ...]:
-    X = _check_matrix(X, "X")
-    Y = _check_matrix(Y, "Y")
-    if X.shape[0] != Y.shape[0]:
-        raise ValueError(
-            "X and Y must have the same number of rows (one per matched sample), "
-            f"got {X.shape[0]} and {Y.shape[0]}"
-        )
-    if X.shape[0] < min_samples:
-        raise ValueError(f"X and Y need at least {min_samples} rows, got {X.shape[0]}")
-    return X, Y
-
-
-def _check_int(value: object, name: str, *, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        upper = "inf" if high is None else str(high)
-        raise ValueError(f"{name} must be in [{low}, {upper}], got {value}")
-    return int(value)
-
-
-def _check_real(
-    value: object,
-    name: str,
-    *,
-    low: float,
-    high: float = math.inf,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if math.isnan(value) or too_low or too_high:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-    return value
 
 
 def _undefined(message: str) -> float:
