@@ -1,4 +1,5 @@
-"""The workflow end to end on a LibriSpeech-layout tree with bad files among good ones."""
+"""The workflow end to end on a LibriSpeech-layout tree with bad files among good ones; every
+span (utterance, word, frame) with two locally saved models; a Hugging Face dataset's scan."""
 
 from __future__ import annotations
 
