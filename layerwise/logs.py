@@ -29,10 +29,25 @@ def to_file(path: str | Path, *, threads: int | None = None) -> logging.Logger:
     logging.captureWarnings(True)
     sys.excepthook = _one_line_for_input_errors
     if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+        _use_threads(threads)
     return logging.getLogger("layerwise")
+
+
+def _use_threads(threads: int) -> None:
+    """Keep the job to the cores its rule claimed: BLAS/OpenMP pools loaded now and later,
+    and torch. Two one-core jobs side by side would otherwise each start a pool per core."""
+    import os
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    _THREAD_LIMITS.append(threadpool_limits(limits=threads))
+    torch.set_num_threads(threads)
+
+
+_THREAD_LIMITS: list = []  # held for the life of the job
 
 
 def _one_line_for_input_errors(kind, exc, tb):

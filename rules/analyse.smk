@@ -19,7 +19,7 @@ rule analyse:
         f"{LOGS}/analyse/{{model}}-{{analysis}}-{{span}}-{{pooling}}.log",
     conda:
         "../envs/layerwise.yaml"
-    threads: 2
+    threads: analysis_threads
     params:
         settings=lambda wc: analysis_params(wc.analysis),
         labels=config["corpus"]["labels"],
@@ -76,7 +76,7 @@ rule analyse_cross:
         f"{LOGS}/analyse_cross/{{model_a}}--{{model_b}}-{{span}}-{{pooling}}.log",
     conda:
         "../envs/layerwise.yaml"
-    threads: 2
+    threads: PARALLEL_THREADS
     params:
         settings=lambda wc: analysis_params("similarity"),
         seed=config["seed"],

@@ -39,6 +39,9 @@ SPAN_POOLINGS = [
     for pooling in vocabulary.span_poolings(span, config["pool"]["poolings"])
 ]
 ANALYSES = list(REGISTRY)
+# cores of the jobs that spread work over threads (parallel analyses, extraction); a
+# `--set-threads rule=N` on the command line overrides it
+PARALLEL_THREADS = 2
 
 
 wildcard_constraints:
@@ -120,6 +123,11 @@ def rejection_records():
 def analysis_params(name):
     """The config section of one analysis (what changes its numbers)."""
     return dict(config["analysis"][REGISTRY[name].section])
+
+
+def analysis_threads(wildcards):
+    """Cores an analyse job claims: PARALLEL_THREADS for the analyses that use them, else 1."""
+    return PARALLEL_THREADS if REGISTRY[wildcards.analysis].parallel else 1
 
 
 def mel_input(wildcards):

@@ -30,7 +30,7 @@ rule extract_features:
         f"{LOGS}/extract_features/{{model}}-{{shard}}.log",
     conda:
         "../envs/layerwise.yaml"
-    threads: 2
+    threads: PARALLEL_THREADS
     params:
         model_dir=lambda wc: model_dir(wc.model),
         extract=lambda wc: extract_params(wc.model),

@@ -50,6 +50,9 @@ class Analysis:
     compute: Callable[..., pd.DataFrame]
     spans: tuple[str, ...]
     section: str  # the config section analysis.<section>
+    #: spreads its work over the job's threads; the others run on one thread, so the rule
+    #: claims one core and two of them run side by side
+    parallel: bool = False
 
     @property
     def keys(self) -> list[str]:
@@ -61,10 +64,11 @@ class Analysis:
 REGISTRY: dict[str, Analysis] = {}
 
 
-def register(name: str, *, spans: Sequence[str] = SPANS, section: str | None = None):
+def register(name: str, *, spans: Sequence[str] = SPANS, section: str | None = None,
+             parallel: bool = False):
     """Register ``fn(rows: Rows, **section)`` as analysis ``name``."""
     def deco(fn):
-        REGISTRY[name] = Analysis(name, fn, tuple(spans), section or name)
+        REGISTRY[name] = Analysis(name, fn, tuple(spans), section or name, parallel)
         return fn
     return deco
 
@@ -126,7 +130,7 @@ def _labeled(rows: Rows, *, lazy: bool):
 # --------------------------------------------------------------------------- the analyses
 
 
-@register("similarity")
+@register("similarity", parallel=True)
 def similarity(rows: Rows, *, metrics, n_boot, knn_k, rbf_threshold, svcca_components,
                max_rows, progress: bool = True) -> pd.DataFrame:
     from layerwise.analyses.similarity import similarity_table
@@ -139,7 +143,7 @@ def similarity(rows: Rows, *, metrics, n_boot, knn_k, rbf_threshold, svcca_compo
                             progress=progress)
 
 
-@register("probes")
+@register("probes", parallel=True)
 def probes(rows: Rows, *, probe, folds, group, fallback_group,
            progress: bool = True) -> pd.DataFrame:
     from layerwise.analyses.probes import probe_table

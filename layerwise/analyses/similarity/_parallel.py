@@ -12,11 +12,14 @@ _THREADPOOLS: ThreadpoolController | None = None
 
 
 def _n_cpus() -> int:
-    """CPUs this process may run on (respects taskset / SLURM affinity)."""
+    """CPUs this process may use: its affinity (taskset / SLURM), capped by OMP_NUM_THREADS
+    where the job set it (``layerwise.logs.to_file``: the cores its rule claimed)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    claimed = os.environ.get("OMP_NUM_THREADS", "")
+    return min(cpus, int(claimed)) if claimed.isdigit() and int(claimed) > 0 else cpus
 
 
 def _single_threaded_blas():
