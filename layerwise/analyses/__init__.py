@@ -57,12 +57,13 @@ def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model:
     if name == "probes":
         from layerwise.analyses.probes import probe_table
 
-        group, fallback = params.get("group"), params.get("fallback_group", "utt_id")
-        return probe_table(sub_layers, sub_index, label_columns=cols, seed=seed,
-                           probe=params.get("probe", "logreg"), folds=params.get("folds", 5),
+        options = dict(params)
+        group, fallback = options.pop("group", None), options.pop("fallback_group", "utt_id")
+        limited = [c for c in UNIT_LABELS[span] if c in cols]
+        return probe_table(sub_layers, sub_index, label_columns=cols, seed=seed, limited=limited,
                            group=group if group in sub_index.columns else None,
                            fallback_group=fallback if fallback in sub_index.columns else None,
-                           n_jobs=n_jobs, **ctx)
+                           n_jobs=n_jobs, **options, **ctx)
     raise ValueError(f"unknown analysis {name!r}; known: {', '.join(NAMES)}")
 
 
