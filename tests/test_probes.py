@@ -295,7 +295,7 @@ def test_moments_downdated_basis_is_sklearns_scaler_and_pca_on_the_training_rows
     moments = linear_probe.Moments.of(Xt) - linear_probe.Moments.of(Xt[held])
     assert moments.count == (~held).sum()
     shift, A = linear_probe.standardised_pca(moments, max_dims=10)
-    ours = ((torch.as_tensor(X) - torch.as_tensor(X).mean(0) - shift) @ A).numpy()
+    ours = linear_probe.project(torch.as_tensor(X) - torch.as_tensor(X).mean(0), shift, A).numpy()
     reference = make_pipeline(StandardScaler(), PCA(10)).fit(X[~held].astype(np.float64))
     theirs = reference.transform(X.astype(np.float64))
     signs = np.sign((ours * theirs).sum(0))

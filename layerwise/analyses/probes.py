@@ -499,7 +499,7 @@ def _evaluate_torch(X: np.ndarray, plan: _Plan, *, max_dims, preprocess: bool, s
             Z = _projected(X_train, fold - linear_probe.Moments.of(X_train[validation])
                            if preprocess else None, max_dims)
             path = linear_probe.fit_path(Z[inner], y_train[inner], Cs)
-            scores += [accuracy_score(y_train[validation], linear_probe.predict(Z[validation], *fit))
+            scores += [np.mean(linear_probe.predict(Z[validation], *fit) == y_train[validation])
                        for fit in path]
         C = Cs[int(np.argmax(scores))]
         Z = _projected(Xt, fold, max_dims)
@@ -514,8 +514,7 @@ def _projected(X: torch.Tensor, moments, max_dims) -> torch.Tensor:
     """``X`` standardised and PCA-projected by the basis of ``moments`` (None: as it is)."""
     if moments is None:
         return X
-    shift, A = linear_probe.standardised_pca(moments, max_dims)
-    return (X - shift) @ A
+    return linear_probe.project(X, *linear_probe.standardised_pca(moments, max_dims))
 
 
 def _evaluate_layer(
