@@ -405,3 +405,15 @@ def test_workflow_entry_limits_the_unit_label_with_the_schema_keys():
     assert (word["n_classes"], word["n_rows"], word["max_classes"]) == (2, 70, 2)
     assert word["min_count"] == schema_defaults()["probes"]["min_count"]
     assert np.isnan(table.loc[("speaker", "accuracy"), "max_classes"])
+
+
+def test_the_probe_takes_a_gpu_only_when_the_job_was_given_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for visible, expected in (("0", "cuda"), ("GPU-1234", "cuda"), ("", "cpu"), ("-1", "cpu")):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert linear_probe.device().type == expected
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert linear_probe.device().type == "cpu"  # installed, not given: an extraction job's
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert linear_probe.device().type == "cpu"

@@ -19,12 +19,13 @@ Multinomial logistic regression (:func:`fit_path`)
     when the largest absolute gradient entry is at most ``tol`` (scikit-learn's ``gtol`` on
     the same scaled objective) or after ``max_iter`` iterations. The C values are fitted
     from small to large, each starting at the previous solution (warm starts along the
-    regularisation path). float32, on CUDA when the process has a GPU, else on the CPU;
-    no random numbers, so a fit is repeatable on one machine.
+    regularisation path). float32, on the job's GPU when it was given one (:func:`device`),
+    else on the CPU; no random numbers, so a fit is repeatable on one machine.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,8 +36,15 @@ __all__ = ["Moments", "device", "fit_path", "predict", "project", "standardised_
 
 
 def device() -> torch.device:
-    """CUDA when this process sees a GPU (a job that was given one), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The job's GPU when it was given one, else the CPU.
+
+    Given one: ``CUDA_VISIBLE_DEVICES`` names a device (SLURM sets it for a job granted GPUs;
+    a user sets it to lend one) and torch sees it. The ``analyse`` rule claims no GPU, so a GPU
+    that is merely installed - perhaps an extraction job's - is never taken.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    given = visible not in ("", "-1", "none", "NoDevFiles")
+    return torch.device("cuda" if given and torch.cuda.is_available() else "cpu")
 
 
 @dataclass(frozen=True)
