@@ -443,55 +443,54 @@ def _fold_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]
     )
 
 
-def _evaluate(
-    X: np.ndarray, plan: _Plan, *, probe: str, max_dims, preprocess: bool, seed
-) -> np.ndarray:
-    """Scores of shape (2 metrics, 2 [probe, chance], n_folds); NaN for skipped folds."""
-    X = X[plan.rows]
+def _outer_folds(plan: _Plan, fold_predictions) -> np.ndarray:
+    """Scores of shape (2 metrics, 2 [probe, chance], n_folds); NaN for skipped folds.
+
+    ``fold_predictions(train, test, y_train, groups)`` fits a probe on the training rows of
+    an outer fold (indices into ``plan.rows``) and predicts the classes of its test rows.
+    """
     out = np.full((len(_METRICS), 2, len(plan.splits)), np.nan)
     for f, (train, test) in enumerate(plan.splits):
         y_train = plan.y[train]
         present = np.unique(y_train)
         if len(present) < 2:
-            warnings.warn("an outer training fold holds one class; fold skipped", stacklevel=2)
+            warnings.warn("an outer training fold holds one class; fold skipped", stacklevel=3)
             continue
         groups = None if plan.groups is None else plan.groups[train]
-        pipeline = make_probe(
-            probe,
-            n_features=X.shape[1],
-            y_train=y_train,
-            groups=groups,
-            max_dims=max_dims,
-            preprocess=preprocess,
-            seed=seed,
-        )
-        pipeline.fit(X[train], y_train)
-        out[:, 0, f] = _fold_metrics(plan.y[test], pipeline.predict(X[test]))
+        out[:, 0, f] = _fold_metrics(plan.y[test], fold_predictions(train, test, y_train, groups))
         majority = present[np.argmax(np.bincount(y_train)[present])]
         out[:, 1, f] = _fold_metrics(plan.y[test], np.full(len(test), majority))
     return out
 
 
+def _evaluate(
+    X: np.ndarray, plan: _Plan, *, probe: str, max_dims, preprocess: bool, seed
+) -> np.ndarray:
+    """:func:`_outer_folds` of a scikit-learn probe (:func:`make_probe`)."""
+    X = X[plan.rows]
+
+    def fold_predictions(train, test, y_train, groups):
+        pipeline = make_probe(probe, n_features=X.shape[1], y_train=y_train, groups=groups,
+                              max_dims=max_dims, preprocess=preprocess, seed=seed)
+        return pipeline.fit(X[train], y_train).predict(X[test])
+
+    return _outer_folds(plan, fold_predictions)
+
+
 def _evaluate_torch(X: np.ndarray, plan: _Plan, *, max_dims, preprocess: bool, seed
                     ) -> np.ndarray:
-    """:func:`_evaluate` of the ``logreg`` probe by :mod:`~layerwise.analyses.linear_probe`.
+    """:func:`_outer_folds` of the ``logreg`` probe by :mod:`~layerwise.analyses.linear_probe`.
 
     The same outer and inner splits, C grid (ties to the smaller C) and refit on the outer
-    training fold; each (inner) training fold's scaler and PCA come from the moments of all
-    rows minus those of its held-out rows.
+    training fold as :class:`InnerCVProbe`; each (inner) training fold's scaler and PCA come
+    from the moments of all rows minus those of its held-out rows.
     """
     Xt = torch.as_tensor(np.asarray(X[plan.rows], dtype=np.float32), device=linear_probe.device())
     Xt -= Xt.mean(0)  # centred once, so that the float32 Gram matrices lose nothing to the mean
     everything = linear_probe.Moments.of(Xt) if preprocess else None
     Cs = sorted(C_GRID)
-    out = np.full((len(_METRICS), 2, len(plan.splits)), np.nan)
-    for f, (train, test) in enumerate(plan.splits):
-        y_train = plan.y[train]
-        present = np.unique(y_train)
-        if len(present) < 2:
-            warnings.warn("an outer training fold holds one class; fold skipped", stacklevel=2)
-            continue
-        groups = None if plan.groups is None else plan.groups[train]
+
+    def fold_predictions(train, test, y_train, groups):
         fold = everything - linear_probe.Moments.of(Xt[test]) if preprocess else None
         X_train = Xt[train]
         scores = np.zeros(len(Cs))
@@ -504,10 +503,9 @@ def _evaluate_torch(X: np.ndarray, plan: _Plan, *, max_dims, preprocess: bool, s
         C = Cs[int(np.argmax(scores))]
         Z = _projected(Xt, fold, max_dims)
         fit = linear_probe.fit_path(Z[train], y_train, [c for c in Cs if c <= C])[-1]
-        out[:, 0, f] = _fold_metrics(plan.y[test], linear_probe.predict(Z[test], *fit))
-        majority = present[np.argmax(np.bincount(y_train)[present])]
-        out[:, 1, f] = _fold_metrics(plan.y[test], np.full(len(test), majority))
-    return out
+        return linear_probe.predict(Z[test], *fit)
+
+    return _outer_folds(plan, fold_predictions)
 
 
 def _projected(X: torch.Tensor, moments, max_dims) -> torch.Tensor:
