@@ -32,7 +32,13 @@ Figures (``bench <name> <value>``, one per line, on stdout; notes on stderr):
   for the k-NN graph of convexity, ``knn_sklearn_brute_s`` (``convexity.knn_graph``) against
   ``knn_pynndescent_s`` (after a first call that compiles it, ``knn_pynndescent_first_s``), its
   recall of the exact neighbours, and ``knn_pynndescent_vs_sklearn``. Arms whose package is not
-  installed are reported as such and skipped.
+  installed are reported as such and skipped. (With convexity or embed among the analyses.)
+* Side by side for the probes (with probes among the analyses), in one process on the same
+  ``PROBE_COMPARE_ROWS`` (6,000) sampled word rows of every layer, through ``analyses.run`` with
+  the schema defaults: ``probes_sklearn_s`` (``solver: sklearn``, the implementation before
+  issue 11) and ``probes_torch_s`` (``solver: torch``, the default), the ratio
+  ``probes_torch_vs_sklearn`` (< 1: torch is faster), and how far their accuracies are apart
+  over all layers and labels (``probes_accuracy_diff_max``, ``..._mean``).
 
 The machine may be shared: targets are printed beside the figures, never asserted; quote the
 load average printed on stderr.
@@ -69,10 +75,10 @@ from layerwise.io import pooled  # noqa: E402
 MODEL, POOLING = "bench", "mean"
 CORPUS_LABELS = ("speaker", "gender")
 #: The analyses made to scale (the default set); the others need --all.
-SCALED = ("convexity", "clustering", "embed")
+SCALED = ("convexity", "clustering", "embed", "probes")
 SPANS = ("utterance", "word")
 TARGET_TOTAL_S, TARGET_PEAK_GIB = 15 * 60, 4
-COMPARE_ROWS, KNN_K = 5_000, 10
+COMPARE_ROWS, KNN_K, PROBE_COMPARE_ROWS = 5_000, 10, 6_000
 
 
 @dataclass(frozen=True)
@@ -332,6 +338,35 @@ def arm_compare(folder: Path, seed: int) -> list[str]:
     return lines
 
 
+def compare_probe_solvers(folder: Path, seed: int, jobs: int) -> dict[str, float]:
+    """The probes by both logreg solvers on the same sampled word rows, in one process."""
+    sys.stderr = open(os.devnull, "w")  # the progress bars
+    index, layers = pooled.read(folder)
+    rows = subsample.rows(index, PROBE_COMPARE_ROWS, seed, stratify=("utt_id", "word"))
+    sub_index = index.iloc[rows].reset_index(drop=True)
+    sub_layers = {name: np.ascontiguousarray(X[rows]) for name, X in layers.items()}
+    out: dict[str, float] = {"probe_compare_rows": len(rows)}
+    tables = {}
+    for solver in ("sklearn", "torch"):
+        params = {**schema_defaults()["probes"], "solver": solver}
+        out[f"probes_{solver}_s"], tables[solver] = timed_s(
+            analyses.run, "probes", sub_index, sub_layers, model=MODEL, span="word",
+            pooling=POOLING, labels=list(CORPUS_LABELS), params=params, seed=seed, n_jobs=jobs)
+    accuracy = [tables[s].query("metric == 'accuracy'")["value"].to_numpy()
+                for s in ("sklearn", "torch")]
+    diff = np.abs(accuracy[0] - accuracy[1])
+    out["probes_accuracy_diff_max"], out["probes_accuracy_diff_mean"] = diff.max(), diff.mean()
+    return out
+
+
+def arm_compare_probes(folder: Path, seed: int, jobs: int) -> list[str]:
+    res = in_fresh_process(compare_probe_solvers, folder, seed, jobs)
+    note(f"probes side by side on {res['probe_compare_rows']} sampled word rows, every layer, "
+         "one process")
+    return [bench(key, value) for key, value in res.items()] + [
+        bench("probes_torch_vs_sklearn", res["probes_torch_s"] / res["probes_sklearn_s"])]
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -344,8 +379,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--analyses", default=",".join(SCALED),
                    help=f"comma-separated analyses (default: {','.join(SCALED)})")
     p.add_argument("--all", action="store_true",
-                   help="every analysis (similarity and probes are slow or run out of memory "
-                        "at 54,000 rows today)")
+                   help="every analysis (similarity is slow or runs out of memory at 54,000 "
+                        "rows today)")
     p.add_argument("--spans", default=",".join(SPANS), help="comma-separated spans")
     p.add_argument("--skip-compare", action="store_true", help="no side-by-side comparisons")
     p.add_argument("--jobs", type=int, default=2, help="n_jobs of the analyses (rule threads)")
@@ -371,8 +406,10 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
         folders = write_corpus(Path(tmp) / "full", corpus, args.seed)
         quarter = write_corpus(Path(tmp) / "quarter", corpus.scaled(corpus.words // 4), args.seed)
         lines = arm_analyses(folders, quarter, names, spans, args.jobs, args.repeat)
-        if not args.skip_compare:
+        if not args.skip_compare and {"convexity", "embed"} & set(names):
             lines += arm_compare(folders["word"], args.seed)
+        if not args.skip_compare and "probes" in names:
+            lines += arm_compare_probes(folders["word"], args.seed, args.jobs)
     return lines
 
 

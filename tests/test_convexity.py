@@ -223,10 +223,10 @@ def word_pool(n_utts=120, seed=0):
 
 def test_kept_classes_by_count_then_frequency():
     labels = np.array(list("aaaaabbbbccccdde"))
-    assert set(labels[convexity.kept_classes(labels, min_count=3, max_classes=10)]) == set("abc")
+    assert set(labels[subsample.kept_classes(labels, min_count=3, max_classes=10)]) == set("abc")
     # ties (b and c: 4 rows each) are broken by name
-    assert set(labels[convexity.kept_classes(labels, min_count=1, max_classes=2)]) == set("ab")
-    assert not convexity.kept_classes(labels, min_count=6, max_classes=3).any()
+    assert set(labels[subsample.kept_classes(labels, min_count=1, max_classes=2)]) == set("ab")
+    assert not subsample.kept_classes(labels, min_count=6, max_classes=3).any()
 
 
 def test_limited_label_keeps_frequent_classes_and_reports_its_limits():

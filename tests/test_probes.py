@@ -7,10 +7,13 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
 
 from benchmarks import schema
-from layerwise.analyses import probes
+from layerwise.analyses import linear_probe, probes, subsample
 from layerwise.analyses.probes import PROBE_COLUMNS, probe_scores, probe_splits, probe_table
 
 #: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
@@ -270,3 +273,150 @@ def test_pca_wider_than_an_inner_fold_is_capped(probe):
     groups = np.repeat(np.arange(16), 4)
     result = scores(probe_scores(X, labels, probe=probe, groups=groups, max_dims=256))
     assert result.loc["accuracy", "value"] > 0.9
+
+
+# --------------------------------------------------------------------------- the torch solver
+
+
+def blobs(n=900, dims=30, n_classes=4, spread=0.3, seed=20):
+    """Overlapping Gaussian classes with an offset and unequal column scales (so that the
+    scaler matters): accuracy well below 1, so C changes the predictions."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    X = spread * rng.standard_normal((n_classes, dims))[y] + rng.standard_normal((n, dims))
+    return (X * rng.uniform(0.5, 20, dims) + 50).astype(np.float32), y
+
+
+def test_moments_downdated_basis_is_sklearns_scaler_and_pca_on_the_training_rows():
+    """All rows minus the held-out rows give the training rows' StandardScaler -> PCA (up to
+    column signs, which an L2 logistic regression does not see)."""
+    from sklearn.pipeline import make_pipeline
+
+    X, _ = blobs()
+    held = np.arange(len(X)) % 4 == 0
+    Xt = torch.as_tensor(X)
+    Xt -= Xt.mean(0)
+    moments = linear_probe.Moments.of(Xt) - linear_probe.Moments.of(Xt[held])
+    assert moments.count == (~held).sum()
+    shift, A = linear_probe.standardised_pca(moments, max_dims=10)
+    ours = linear_probe.project(torch.as_tensor(X) - torch.as_tensor(X).mean(0), shift, A).numpy()
+    reference = make_pipeline(StandardScaler(), PCA(10)).fit(X[~held].astype(np.float64))
+    theirs = reference.transform(X.astype(np.float64))
+    signs = np.sign((ours * theirs).sum(0))
+    # float32 data and Gram (relative precision ~1e-7, times sqrt(rows) in the sums)
+    np.testing.assert_allclose(ours * signs, theirs, atol=2e-3 * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+def test_torch_logreg_equals_sklearn_at_the_same_C(C):
+    """Converged (tight tol on both), the float32 L-BFGS fit is scikit-learn's model: class
+    probabilities within 1e-3 (float32 gradients: ~1e-6 relative, so the optimum moves by
+    ~1e-4 in the weights) and the same predicted class on at least 99.5% of rows (rows whose
+    two top classes are that close may flip)."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = blobs()
+    Z = StandardScaler().fit_transform(X.astype(np.float64))
+    reference = LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(Z, y)
+    Zt = torch.as_tensor(Z, dtype=torch.float32)
+    classes, W, b = linear_probe.fit_path(Zt, y, [C], tol=1e-6, max_iter=2_000)[-1]
+    ours = torch.softmax(Zt @ W + b, dim=1).numpy()
+    np.testing.assert_allclose(ours, reference.predict_proba(Z), atol=1e-3)
+    agree = (linear_probe.predict(Zt, classes, W, b) == reference.predict(Z)).mean()
+    assert agree >= 0.995
+    assert 0.4 < (reference.predict(Z) == y).mean() < 0.95  # not a trivial problem
+
+
+def test_warm_started_path_ends_where_a_cold_fit_does():
+    X, y = blobs(seed=21)
+    Zt = torch.as_tensor(StandardScaler().fit_transform(X), dtype=torch.float32)
+    path = linear_probe.fit_path(Zt, y, [0.01, 0.1, 1.0], tol=1e-6, max_iter=2_000)
+    cold = linear_probe.fit_path(Zt, y, [1.0], tol=1e-6, max_iter=2_000)[-1]
+    np.testing.assert_allclose(path[-1][1].numpy(), cold[1].numpy(), atol=1e-3)
+    norms = [float(W.norm()) for _, W, _ in path]
+    assert norms[0] < norms[1] < norms[2]  # weaker penalty, larger weights: a real path
+
+
+def test_torch_and_sklearn_solvers_give_the_same_scores():
+    """Same folds, inner splits and C grid: the two implementations of the logreg probe give
+    the same fold accuracies up to rows near a decision boundary (tol=1e-3, as the probe)."""
+    X, y = blobs(n=600, dims=40, seed=22)
+    labels = np.array([f"c{v}" for v in y])
+    groups = np.repeat(np.arange(120), 5)
+    torch_, sklearn_ = (scores(probe_scores(X, labels, groups=groups, max_dims=20, solver=s))
+                        for s in ("torch", "sklearn"))
+    assert abs(torch_.loc["accuracy", "value"] - sklearn_.loc["accuracy", "value"]) < 0.01
+    assert torch_.loc["accuracy", "chance"] == sklearn_.loc["accuracy", "chance"]
+    assert 0.4 < torch_.loc["accuracy", "value"] < 0.95
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torch_logreg_on_cuda_equals_the_cpu():
+    X, y = blobs(seed=23)
+    Z = torch.as_tensor(StandardScaler().fit_transform(X), dtype=torch.float32)
+    cpu, cuda = (linear_probe.fit_path(Z.to(d), y, [0.1, 1.0], tol=1e-6, max_iter=2_000)[-1]
+                 for d in ("cpu", "cuda"))
+    np.testing.assert_allclose(cuda[1].cpu().numpy(), cpu[1].numpy(), atol=1e-3)
+
+
+# --------------------------------------------------------------------------- class limits
+
+
+def limited_labels():
+    """Word counts e:40, a:30, b:25, c:25, d:19 (c ties b, lost by name; d below 20)."""
+    counts = {"e": 40, "a": 30, "b": 25, "c": 25, "d": 19}
+    word = np.concatenate([[w] * c for w, c in counts.items()])
+    rng = np.random.default_rng(24)
+    rng.shuffle(word)
+    speaker = np.array([f"s{i % 3}" for i in range(len(word))])
+    return pd.DataFrame({"word": word, "speaker": speaker})
+
+
+def test_min_count_and_max_classes_limit_the_word_label_only():
+    labels_df = limited_labels()
+    rng = np.random.default_rng(25)
+    codes = np.unique(labels_df["word"], return_inverse=True)[1]
+    layers = {"layer.0": 3.0 * np.eye(5, 8)[codes] + rng.standard_normal((len(codes), 8))}
+    table = probe_table(layers, labels_df, label_columns=["word", "speaker"], limited=["word"],
+                        min_count=20, max_classes=3, model="m", span="word", pooling="mean",
+                        folds=5, progress=False).set_index(["label", "metric"])
+    assert set(PROBE_COLUMNS) <= set(table.reset_index().columns)
+    word, speaker = table.loc[("word", "accuracy")], table.loc[("speaker", "accuracy")]
+    assert (word["n_rows"], word["n_classes"]) == (40 + 30 + 25, 3)
+    assert (word["min_count"], word["max_classes"]) == (20, 3)
+    assert (speaker["n_rows"], speaker["n_classes"]) == (len(labels_df), 3)
+    assert np.isnan(speaker["min_count"]) and np.isnan(speaker["max_classes"])
+    # the rows the folds hold are exactly those of e, a and b
+    keep = subsample.kept_classes(labels_df["word"], min_count=20, max_classes=3)
+    plan = probes._plan(labels_df["word"].to_numpy(), None, folds=5, seed=0, name="word",
+                        keep=keep)
+    assert set(labels_df["word"].to_numpy()[plan.rows]) == {"e", "a", "b"}
+    assert sorted(np.concatenate([test for _, test in plan.splits])) == list(range(95))
+
+
+def test_workflow_entry_limits_the_unit_label_with_the_schema_keys():
+    from layerwise import analyses
+
+    labels_df = limited_labels()
+    index = labels_df.assign(utt_id=[f"u{i // 2}" for i in range(len(labels_df))])
+    layers = {"layer.0": np.random.default_rng(26).standard_normal((len(index), 6))}
+    params = {**schema.defaults("analysis", "probes"), "max_classes": 2, "folds": 3}
+    table = analyses.run("probes", index, layers, model="m", span="word", pooling="mean",
+                         labels=["speaker"], params=params, seed=0).set_index(["label", "metric"])
+    word = table.loc[("word", "accuracy")]
+    assert (word["n_classes"], word["n_rows"], word["max_classes"]) == (2, 70, 2)
+    assert word["min_count"] == schema.defaults("analysis", "probes")["min_count"]
+    assert np.isnan(table.loc[("speaker", "accuracy"), "max_classes"])
+
+
+def test_the_probe_takes_a_gpu_only_when_the_job_was_given_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for visible, expected in (("0", "cuda"), ("GPU-1234", "cuda"), ("", "cpu"), ("-1", "cpu")):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert linear_probe.device().type == expected
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert linear_probe.device().type == "cpu"  # installed, not given: an extraction job's
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert linear_probe.device().type == "cpu"

@@ -52,7 +52,6 @@ __all__ = [
     "POOLED_CLASS",
     "convexity_table",
     "graph_convexity",
-    "kept_classes",
     "knn_graph",
 ]
 
@@ -290,24 +289,6 @@ class _Graph:
     which: np.ndarray
 
 
-def kept_classes(labels, *, min_count: int, max_classes: int) -> np.ndarray:
-    """Mask of the rows whose class has ``min_count`` rows or more and is among the
-    ``max_classes`` most frequent (ties by class name).
-
-    Examples
-    --------
-    >>> kept_classes(list("aaabbc"), min_count=2, max_classes=5).tolist()
-    [True, True, True, True, True, False]
-    >>> kept_classes(list("aaabbc"), min_count=1, max_classes=1).tolist()
-    [True, True, True, False, False, False]
-    """
-    classes, codes, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
-    order = sorted(range(len(classes)), key=lambda c: (-counts[c], classes[c]))
-    keep = np.zeros(len(classes), dtype=bool)
-    keep[[c for c in order[:max_classes] if counts[c] >= min_count]] = True
-    return keep[codes]
-
-
 def _graphs(labels_df, labelings, *, limited, min_count, max_classes, max_rows, max_pairs,
             seed) -> list[_Graph]:
     """One graph per distinct row set: labels without dropped classes share all the rows."""
@@ -315,7 +296,7 @@ def _graphs(labels_df, labelings, *, limited, min_count, max_classes, max_rows, 
     for name, labels in labelings.items():
         mask = np.ones(len(labels), dtype=bool)
         if name in limited:
-            mask = kept_classes(labels, min_count=min_count, max_classes=max_classes)
+            mask = subsample.kept_classes(labels, min_count=min_count, max_classes=max_classes)
         if mask.sum() < 2:
             warnings.warn(f"{name}: no class has {min_count} rows; no convexity",
                           UserWarning, stacklevel=3)

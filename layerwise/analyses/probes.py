@@ -16,6 +16,18 @@ training fold the probe is
     PCA fitted without the validation rows); training folds too small for a >= 100-row
     validation split use L-BFGS instead.
 
+Two implementations of ``logreg`` fit that same model (``solver``):
+
+``torch`` (the default)
+    :mod:`layerwise.analyses.linear_probe`: the scaler and PCA of every (inner) training
+    fold from moments downdated by the held-out rows, the C grid as one warm-started path
+    by full-batch L-BFGS in float32, on the GPU when the job has one. Same folds, same C
+    grid, same model and stopping rule as ``sklearn``; 54,000 rows x 13 layers in minutes on
+    2 cores (``benchmarks/bench_scale.py``).
+``sklearn``
+    :class:`InnerCVProbe` (scikit-learn's ``LogisticRegression``, float64): the reference,
+    hours at 54,000 rows.
+
 Choices that trade exactness for speed (measured on 2,700 rows x 768 dims):
 
 * The PCA bounds the cost of wide layers; ``max_dims=None`` switches it off. It is
@@ -37,7 +49,11 @@ speaker) cannot have group-disjoint folds; it, and every label when ``group`` is
 is grouped by ``fallback_group`` instead (the workflow passes the utterance), so that
 the words, phones and frames of one utterance - near-duplicates for a speaker probe -
 never sit on both sides of a split. Classes too small for the folds are dropped with a
-warning (see :func:`probe_splits`).
+warning (see :func:`probe_splits`). At corpus size a word or phone label (``limited``) first
+keeps its ``max_classes`` most frequent classes with at least ``min_count`` rows each
+(:func:`layerwise.analyses.subsample.kept_classes`, as convexity): thousands of word types,
+most with a handful of tokens, cannot be decoded from a few examples, and a probe's cost
+grows with its classes.
 
 Reported per metric (``accuracy``, ``macro_f1``): mean over outer folds, standard
 deviation over folds, a fold-based 95% interval ``mean +- t(0.975, f-1) * std / sqrt(f)``
@@ -52,10 +68,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import sklearn
+import torch
 from joblib import Parallel, delayed
 from scipy import stats
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -69,6 +87,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from layerwise.analyses import linear_probe, subsample
 from layerwise.analyses.validation import (
     check_int,
     check_label_frame,
@@ -91,7 +110,8 @@ __all__ = [
 #: Columns of :func:`probe_table`.
 PROBE_COLUMNS = (
     "model", "layer", "span", "pooling", "label", "probe", "metric",
-    "value", "std", "ci_low", "ci_high", "chance", "folds",
+    "value", "std", "ci_low", "ci_high", "chance", "folds", "n_rows", "n_classes",
+    "min_count", "max_classes",
 )  # fmt: skip
 
 #: Grid of inverse L2 strengths searched by the inner cross-validation.
@@ -100,6 +120,7 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)
 _METRICS = ("accuracy", "macro_f1")
 _INNER_FOLDS = 3
 _PROBES = ("logreg", "mlp")
+_SOLVERS = ("torch", "sklearn")
 _SKLEARN = tuple(int(part) for part in sklearn.__version__.split(".")[:2])
 
 
@@ -310,13 +331,21 @@ class _Plan:
     splits: list[tuple[np.ndarray, np.ndarray]]
 
 
-def _plan(labels: np.ndarray, groups: np.ndarray | None, *, folds: int, seed, name: str):
+def _plan(labels: np.ndarray, groups: np.ndarray | None, *, folds: int, seed, name: str,
+          keep: np.ndarray | None = None):
     """Drop classes too small for the folds, then make the outer splits (None if impossible).
 
-    A class needs ``folds`` members (distinct groups when grouped) to appear in every
-    test fold. Such classes are dropped; if fewer than two classes would be left, the
-    number of folds is reduced instead to the smallest class size (at least 2).
+    Only the rows in ``keep`` (a mask; default all) are candidates. A class needs ``folds``
+    members (distinct groups when grouped) to appear in every test fold. Such classes are
+    dropped; if fewer than two classes would be left, the number of folds is reduced
+    instead to the smallest class size (at least 2).
     """
+    if keep is not None:
+        candidates = np.flatnonzero(keep)
+        plan = _plan(labels[candidates], None if groups is None else groups[candidates],
+                     folds=folds, seed=seed, name=name)
+        return None if plan is None else _Plan(candidates[plan.rows], plan.y, plan.groups,
+                                               plan.splits)
     classes, codes = np.unique(labels, return_inverse=True)
     if groups is None:
         size = np.bincount(codes, minlength=len(classes))
@@ -414,52 +443,101 @@ def _fold_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]
     )
 
 
-def _evaluate(
-    X: np.ndarray, plan: _Plan, *, probe: str, max_dims, preprocess: bool, seed
-) -> np.ndarray:
-    """Scores of shape (2 metrics, 2 [probe, chance], n_folds); NaN for skipped folds."""
-    X = X[plan.rows]
+def _outer_folds(plan: _Plan, fold_predictions) -> np.ndarray:
+    """Scores of shape (2 metrics, 2 [probe, chance], n_folds); NaN for skipped folds.
+
+    ``fold_predictions(train, test, y_train, groups)`` fits a probe on the training rows of
+    an outer fold (indices into ``plan.rows``) and predicts the classes of its test rows.
+    """
     out = np.full((len(_METRICS), 2, len(plan.splits)), np.nan)
     for f, (train, test) in enumerate(plan.splits):
         y_train = plan.y[train]
         present = np.unique(y_train)
         if len(present) < 2:
-            warnings.warn("an outer training fold holds one class; fold skipped", stacklevel=2)
+            warnings.warn("an outer training fold holds one class; fold skipped", stacklevel=3)
             continue
         groups = None if plan.groups is None else plan.groups[train]
-        pipeline = make_probe(
-            probe,
-            n_features=X.shape[1],
-            y_train=y_train,
-            groups=groups,
-            max_dims=max_dims,
-            preprocess=preprocess,
-            seed=seed,
-        )
-        pipeline.fit(X[train], y_train)
-        out[:, 0, f] = _fold_metrics(plan.y[test], pipeline.predict(X[test]))
+        out[:, 0, f] = _fold_metrics(plan.y[test], fold_predictions(train, test, y_train, groups))
         majority = present[np.argmax(np.bincount(y_train)[present])]
         out[:, 1, f] = _fold_metrics(plan.y[test], np.full(len(test), majority))
     return out
 
 
+def _evaluate(
+    X: np.ndarray, plan: _Plan, *, probe: str, max_dims, preprocess: bool, seed
+) -> np.ndarray:
+    """:func:`_outer_folds` of a scikit-learn probe (:func:`make_probe`)."""
+    X = X[plan.rows]
+
+    def fold_predictions(train, test, y_train, groups):
+        pipeline = make_probe(probe, n_features=X.shape[1], y_train=y_train, groups=groups,
+                              max_dims=max_dims, preprocess=preprocess, seed=seed)
+        return pipeline.fit(X[train], y_train).predict(X[test])
+
+    return _outer_folds(plan, fold_predictions)
+
+
+def _evaluate_torch(X: np.ndarray, plan: _Plan, *, max_dims, preprocess: bool, seed
+                    ) -> np.ndarray:
+    """:func:`_outer_folds` of the ``logreg`` probe by :mod:`~layerwise.analyses.linear_probe`.
+
+    The same outer and inner splits, C grid (ties to the smaller C) and refit on the outer
+    training fold as :class:`InnerCVProbe`; each (inner) training fold's scaler and PCA come
+    from the moments of all rows minus those of its held-out rows.
+    """
+    Xt = torch.as_tensor(np.asarray(X[plan.rows], dtype=np.float32), device=linear_probe.device())
+    Xt -= Xt.mean(0)  # centred once, so that the float32 Gram matrices lose nothing to the mean
+    everything = linear_probe.Moments.of(Xt) if preprocess else None
+    Cs = sorted(C_GRID)
+
+    def fold_predictions(train, test, y_train, groups):
+        fold = everything - linear_probe.Moments.of(Xt[test]) if preprocess else None
+        X_train = Xt[train]
+        scores = np.zeros(len(Cs))
+        for inner, validation in _inner_splits(y_train, groups, seed):
+            Z = _projected(X_train, fold - linear_probe.Moments.of(X_train[validation])
+                           if preprocess else None, max_dims)
+            path = linear_probe.fit_path(Z[inner], y_train[inner], Cs)
+            scores += [np.mean(linear_probe.predict(Z[validation], *fit) == y_train[validation])
+                       for fit in path]
+        C = Cs[int(np.argmax(scores))]
+        Z = _projected(Xt, fold, max_dims)
+        fit = linear_probe.fit_path(Z[train], y_train, [c for c in Cs if c <= C])[-1]
+        return linear_probe.predict(Z[test], *fit)
+
+    return _outer_folds(plan, fold_predictions)
+
+
+def _projected(X: torch.Tensor, moments, max_dims) -> torch.Tensor:
+    """``X`` standardised and PCA-projected by the basis of ``moments`` (None: as it is)."""
+    if moments is None:
+        return X
+    return linear_probe.project(X, *linear_probe.standardised_pca(moments, max_dims))
+
+
 def _evaluate_layer(
-    X: np.ndarray, plans: list[_Plan | None], *, probe: str, max_dims, pca_on: str, seed
+    X: np.ndarray, plans: list[_Plan | None], *, probe: str, max_dims, pca_on: str, seed,
+    solver: str = "torch",
 ) -> list[np.ndarray | None]:
     """Scores of every label's plan on one layer (one task of :func:`probe_table`)."""
+    threads = torch.get_num_threads()
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        preprocess = pca_on == "train"
-        if not preprocess:  # the same scaler + PCA, fitted once on all rows of the layer
-            X = Pipeline(_preprocessing(X.shape[1], len(X), max_dims, seed)).fit_transform(X)
-        return [
-            None
-            if plan is None
-            else _evaluate(
-                X, plan, probe=probe, max_dims=max_dims, preprocess=preprocess, seed=seed
-            )
-            for plan in plans
-        ]
+        torch.set_num_threads(1)
+        try:
+            preprocess = pca_on == "train"
+            if not preprocess:  # the same scaler + PCA, fitted once on all rows of the layer
+                X = Pipeline(_preprocessing(X.shape[1], len(X), max_dims, seed)).fit_transform(X)
+            evaluate = _evaluate_torch if probe == "logreg" and solver == "torch" else partial(
+                _evaluate, probe=probe)
+            return [
+                None
+                if plan is None
+                else evaluate(X, plan, max_dims=max_dims, preprocess=preprocess, seed=seed)
+                for plan in plans
+            ]
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _summary(scores: np.ndarray | None) -> list[tuple]:
@@ -478,9 +556,11 @@ def _summary(scores: np.ndarray | None) -> list[tuple]:
     return out
 
 
-def _check_options(probe, folds, max_dims, pca_on) -> int:
+def _check_options(probe, folds, max_dims, pca_on, solver="torch") -> int:
     if probe not in _PROBES:
         raise ValueError(f"probe must be one of {_PROBES}, got {probe!r}")
+    if solver not in _SOLVERS:
+        raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
     if pca_on not in ("train", "all"):
         raise ValueError(f"pca_on must be 'train' or 'all', got {pca_on!r}")
     if max_dims is not None:
@@ -537,6 +617,7 @@ def probe_scores(
     seed: int | None = 0,
     max_dims: int | None = 256,
     pca_on: str = "train",
+    solver: str = "torch",
 ) -> pd.DataFrame:
     """Cross-validated probe accuracy and macro-F1 for one layer and label.
 
@@ -559,6 +640,9 @@ def probe_scores(
         Fit the scaler and PCA on each outer training fold (no information from the
         test rows), or once on all rows of the layer ("all": label-free but
         transductive; about 40% faster on 768-d layers).
+    solver : {"torch", "sklearn"}, default="torch"
+        Implementation of the ``logreg`` probe (see the module docstring); the ``mlp``
+        probe always uses scikit-learn.
 
     Returns
     -------
@@ -585,11 +669,12 @@ def probe_scores(
     """
     X = check_matrix(X, min_rows=2)
     labels = check_labels(labels, n_rows=X.shape[0])
-    folds = _check_options(probe, folds, max_dims, pca_on)
+    folds = _check_options(probe, folds, max_dims, pca_on, solver)
     if groups is not None:
         groups = check_labels(groups, n_rows=X.shape[0], name="groups")
     plan = _plan(labels, groups, folds=folds, seed=seed, name="labels")
-    [scores] = _evaluate_layer(X, [plan], probe=probe, max_dims=max_dims, pca_on=pca_on, seed=seed)
+    [scores] = _evaluate_layer(X, [plan], probe=probe, max_dims=max_dims, pca_on=pca_on, seed=seed,
+                               solver=solver)
     return pd.DataFrame(
         _summary(scores), columns=["metric", "value", "std", "ci_low", "ci_high", "chance", "folds"]
     )
@@ -610,6 +695,10 @@ def probe_table(
     seed: int = 0,
     max_dims: int | None = 256,
     pca_on: str = "train",
+    solver: str,
+    min_count: int,
+    max_classes: int,
+    limited: Sequence[str] = (),
     n_jobs: int | None = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -644,8 +733,18 @@ def probe_table(
         Fit the scaler and PCA on each outer training fold (no information from the
         test rows), or once on all rows of the layer ("all": label-free but
         transductive; about 40% faster on 768-d layers).
+    solver : {"torch", "sklearn"}, default="torch"
+        Implementation of the ``logreg`` probe (see the module docstring).
+    min_count : int, default=20
+        Classes of a ``limited`` label with fewer rows are left out.
+    max_classes : int, default=100
+        At most this many classes of a ``limited`` label are kept, the most frequent.
+    limited : sequence of str, default=()
+        Labels whose classes ``min_count`` and ``max_classes`` limit (the workflow: the
+        span's word and phone labels; corpus labels such as the speaker are not limited).
     n_jobs : int or None, default=1
-        Processes over layers (joblib semantics, -1 = all cores).
+        Processes over layers (joblib semantics, -1 = all cores); 1 when the ``torch``
+        solver runs on a GPU.
     progress : bool, default=True
         Show a progress bar on stderr.
 
@@ -653,8 +752,11 @@ def probe_table(
     -------
     pandas.DataFrame
         Columns ``model, layer, span, pooling, label, probe, metric, value, std, ci_low,
-        ci_high, chance, folds`` with ``metric`` in ``accuracy, macro_f1``; empty when
-        ``label_columns`` is empty.
+        ci_high, chance, folds, n_rows, n_classes, min_count, max_classes`` with ``metric``
+        in ``accuracy, macro_f1``; ``n_rows`` and ``n_classes`` are the rows and classes the
+        folds hold (after ``min_count``, ``max_classes`` and the classes too small for the
+        folds), ``min_count`` and ``max_classes`` the limits applied (NaN for a label not
+        limited). Empty when ``label_columns`` is empty.
 
     References
     ----------
@@ -668,13 +770,17 @@ def probe_table(
     >>> labels_df = pd.DataFrame({"spk": np.repeat(["a", "b"], 20)})
     >>> probe_table(layers, labels_df, label_columns="spk", model="m", span="word",
     ...             pooling="mean", probe="logreg", folds=5, group=None,
-    ...             fallback_group=None, progress=False).shape
-    (2, 13)
+    ...             fallback_group=None, solver="torch", min_count=20, max_classes=100,
+    ...             progress=False).shape
+    (2, 17)
     """
     layers = check_layers(layers, min_rows=2)
     n_rows = next(iter(layers.values())).shape[0]
     labelings = check_label_frame(labels_df, label_columns=label_columns, n_rows=n_rows)
-    folds = _check_options(probe, folds, max_dims, pca_on)
+    folds = _check_options(probe, folds, max_dims, pca_on, solver)
+    min_count = check_int(min_count, "min_count", low=1)
+    max_classes = check_int(max_classes, "max_classes", low=2)
+    limited = {limited} if isinstance(limited, str) else set(limited)
     if not labelings:
         return pd.DataFrame(columns=list(PROBE_COLUMNS))
     groups, fallback = (
@@ -685,20 +791,27 @@ def probe_table(
     names = list(labelings)
     plans = [
         _plan(labels, fallback if group is None or name == group else groups, folds=folds,
-              seed=seed, name=name)
+              seed=seed, name=name,
+              keep=subsample.kept_classes(labels, min_count=min_count, max_classes=max_classes)
+              if name in limited else None)
         for name, labels in labelings.items()
     ]
+    used = [(0, 0) if plan is None else (len(plan.rows), len(np.unique(plan.y))) for plan in plans]
+    limits = [(min_count, max_classes) if name in limited else (np.nan, np.nan) for name in names]
+    if solver == "torch" and probe == "logreg" and linear_probe.device().type == "cuda":
+        n_jobs = 1  # the GPU is the parallelism; one process holds it
     # Each layer is passed as an argument, so joblib memory-maps it for the workers
     # instead of pickling the whole dict per task.
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_evaluate_layer)(X, plans, probe=probe, max_dims=max_dims, pca_on=pca_on, seed=seed)
+        delayed(_evaluate_layer)(X, plans, probe=probe, max_dims=max_dims, pca_on=pca_on, seed=seed,
+                                 solver=solver)
         for X in layers.values()
     )
     bar = progress_bar(results, progress=progress, desc="probes", total=len(layers))
     rows = [
-        (model, layer, span, pooling, name, probe, *entry)
+        (model, layer, span, pooling, name, probe, *entry, *counts, *limit)
         for layer, layer_scores in zip(layers, bar, strict=True)
-        for name, scores in zip(names, layer_scores, strict=True)
+        for name, scores, counts, limit in zip(names, layer_scores, used, limits, strict=True)
         for entry in _summary(scores)
     ]
     return pd.DataFrame(rows, columns=list(PROBE_COLUMNS))

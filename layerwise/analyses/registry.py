@@ -144,13 +144,17 @@ def similarity(rows: Rows, *, metrics, n_boot, knn_k, rbf_threshold, svcca_compo
 
 
 @register("probes", parallel=True)
-def probes(rows: Rows, *, probe, folds, group, fallback_group,
+def probes(rows: Rows, *, probe, solver, folds, group, fallback_group, min_count, max_classes,
            progress: bool = True) -> pd.DataFrame:
+    """Word/phone labels (the span's unit labels) keep their ``min_count``/``max_classes``
+    classes; corpus labels (speaker, gender) keep every class."""
     from layerwise.analyses.probes import probe_table
 
     layers, index = _labeled(rows, lazy=False)
     return probe_table(layers, index, label_columns=rows.labels, seed=rows.seed, probe=probe,
-                       folds=folds, group=group if group in index.columns else None,
+                       solver=solver, folds=folds, min_count=min_count, max_classes=max_classes,
+                       limited=[c for c in UNIT_LABELS[rows.span] if c in rows.labels],
+                       group=group if group in index.columns else None,
                        fallback_group=fallback_group if fallback_group in index.columns
                        else None, n_jobs=rows.n_jobs, progress=progress, **rows.context)
 

@@ -24,6 +24,10 @@ that both models get the same units::
 
 :func:`take` selects rows of every layer lazily (one layer copied at a time, only the rows
 asked for), so a memory-mapped pooled folder is never read whole.
+
+:func:`kept_classes` is the other row choice of the analyses at corpus size: a word or phone
+label has thousands of classes, most with a handful of rows, and convexity and the probes keep
+the rows of its ``max_classes`` most frequent classes with at least ``min_count`` rows each.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import pandas as pd
 
 from layerwise.analyses.validation import check_int
 
-__all__ = ["IDENTITY", "Taken", "rows", "shared_rows", "take"]
+__all__ = ["IDENTITY", "Taken", "kept_classes", "rows", "shared_rows", "take"]
 
 #: Index columns that identify a unit (those present are hashed).
 IDENTITY = ("utt_id", "start_s", "end_s")
@@ -172,3 +176,21 @@ def shared_rows(layers: Mapping[str, np.ndarray], *, name: str = "layers") -> in
     if len(n_rows) != 1:
         raise ValueError(f"all matrices in {name} must have the same rows, got {sorted(n_rows)}")
     return n_rows.pop()
+
+
+def kept_classes(labels, *, min_count: int, max_classes: int) -> np.ndarray:
+    """Mask of the rows whose class has ``min_count`` rows or more and is among the
+    ``max_classes`` most frequent (ties by class name).
+
+    Examples
+    --------
+    >>> kept_classes(list("aaabbc"), min_count=2, max_classes=5).tolist()
+    [True, True, True, True, True, False]
+    >>> kept_classes(list("aaabbc"), min_count=1, max_classes=1).tolist()
+    [True, True, True, False, False, False]
+    """
+    classes, codes, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
+    order = sorted(range(len(classes)), key=lambda c: (-counts[c], classes[c]))
+    keep = np.zeros(len(classes), dtype=bool)
+    keep[[c for c in order[:max_classes] if counts[c] >= min_count]] = True
+    return keep[codes]
