@@ -332,6 +332,56 @@ def arm_compare(folder: Path, seed: int) -> list[str]:
     return lines
 
 
+def gram_module(rev: str):
+    """``layerwise.analyses.similarity.gram`` as it was at git revision ``rev`` (the baseline
+    of the side-by-side arm), loaded beside today's from ``git show``."""
+    import importlib.util
+    import subprocess
+
+    path = "layerwise/analyses/similarity/gram.py"
+    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True,
+                          capture_output=True, text=True).stdout
+    spec = importlib.util.spec_from_loader(f"layerwise.analyses.similarity.gram_{rev}",
+                                           loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(text, f"{rev}:{path}", "exec"), module.__dict__)
+    return module
+
+
+def compare_gram(folder: Path, rev: str, n_boot: int) -> dict[str, float]:
+    """The exact similarity metrics of every word row, today's engine against ``rev``'s, on
+    the same memory-mapped layers in one process; largest absolute difference of values and
+    replicates."""
+    from layerwise.analyses.similarity import _group_codes
+    from layerwise.analyses.similarity import gram as today
+
+    index, layers = pooled.read(folder)
+    mats = list(layers.values())
+    labels = list(layers)
+    codes = _group_codes(index["utt_id"].to_numpy(), len(index))
+    out, results = {}, {}
+    for arm, module in (("baseline", gram_module(rev)), ("new", today)):
+        computation = module._GramComputation(
+            mats, None, labels, labels, sorted(today.EXACT_METRICS), n_boot=n_boot, seed=0,
+            codes=codes, svcca_components=schema_defaults()["similarity"]["svcca_components"])
+        out[f"gram_{arm}_s"], _ = timed_s(computation.run)
+        results[arm] = computation
+    out["gram_new_vs_baseline"] = out["gram_new_s"] / out["gram_baseline_s"]
+    out["gram_max_abs_difference"] = max(
+        float(np.nanmax(np.abs(np.asarray(getattr(results["new"], kind)[m])
+                               - np.asarray(getattr(results["baseline"], kind)[m]))))
+        for m in today.EXACT_METRICS for kind in ("values", "replicates"))
+    out["gram_rows"] = len(index)
+    return out
+
+
+def arm_compare_gram(folder: Path, rev: str, n_boot: int) -> list[str]:
+    res = in_fresh_process(compare_gram, folder, rev, n_boot)
+    note(f"exact similarity metrics of {res['gram_rows']} word rows, n_boot {n_boot}: "
+         f"today's engine against {rev}'s, one process")
+    return [bench(key, value) for key, value in res.items()]
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -354,6 +404,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path,
                    help="folder for the pooled inputs (default: a temporary one, removed)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gram-baseline", metavar="REV",
+                   help="also time the exact similarity metrics of the word span side by side "
+                        "with gram.py of git revision REV (e.g. b72b2b0, before the one-pass "
+                        "stacking), in one process")
     return p.parse_args(argv)
 
 
@@ -373,6 +427,9 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
         lines = arm_analyses(folders, quarter, names, spans, args.jobs, args.repeat)
         if not args.skip_compare:
             lines += arm_compare(folders["word"], args.seed)
+        if args.gram_baseline:
+            lines += arm_compare_gram(folders["word"], args.gram_baseline,
+                                      schema_defaults()["similarity"]["n_boot"])
     return lines
 
 

@@ -39,8 +39,8 @@ EXACT_METRICS = frozenset({"cka_linear", "cka_debiased", "cosine", "svcca", "pwc
 # Accumulated cross-product blocks held at once by ``_block_norms`` (1 GiB of float64).
 _BLOCK_ELEMENTS = 1 << 27
 # Rows per chunk are sized so that one chunk of all layers' columns, in float64, holds
-# about this many values (64 MiB).
-_CHUNK_ELEMENTS = 1 << 23
+# about this many values (128 MiB).
+_CHUNK_ELEMENTS = 1 << 24
 
 
 def _canonical_from(M: np.ndarray):
@@ -98,11 +98,18 @@ def _offsets(side: _Layers, layers) -> dict[int, int]:
 
 
 def _weight_runs(c: np.ndarray, chunk: int):
-    """``(value, rows)`` runs of at most ``chunk`` rows sharing one weight value > 0."""
-    for value in np.unique(c[c > 0]):
-        rows = np.flatnonzero(c == value)
-        for start in range(0, rows.size, chunk):
-            yield float(value), rows[start:start + chunk]
+    """Consecutive stretches of rows holding about ``chunk`` rows of weight > 0, in order:
+    ``(rows, runs)`` with the stretch's drawn rows sorted by weight and ``runs`` the
+    ``(value, slice of rows)`` sharing one weight.  The rows are read in file order, each
+    once per pass, and a product over rows of one weight is a product over a slice."""
+    drawn = np.flatnonzero(c > 0)
+    for start in range(0, drawn.size, chunk):
+        rows = drawn[start:start + chunk]
+        order = np.argsort(c[rows], kind="stable")
+        rows = rows[order]
+        values, first = np.unique(c[rows], return_index=True)
+        bounds = [*first.tolist(), rows.size]
+        yield rows, [(float(v), slice(bounds[i], bounds[i + 1])) for i, v in enumerate(values)]
 
 
 class _GramComputation(_MetricResults):
@@ -161,7 +168,7 @@ class _GramComputation(_MetricResults):
         shape = (len(first.mats), len(second.mats))
         n11, n12, n22 = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
         ones = bool(np.all(c == 1.0))
-        runs = list(_weight_runs(c, self.chunk))
+        stretches = list(_weight_runs(c, self.chunk))
         spans = {a: pairs_of(a) for a in range(len(first.mats))}
         widths = {a: sum(second.dims[b] for b in r) for a, r in spans.items() if len(r)}
         per_block = 1 if ones else 2
@@ -185,18 +192,20 @@ class _GramComputation(_MetricResults):
                 wanted_first = group
             at_first = _offsets(first, wanted_first)
             at_second = _offsets(second, wanted_second)
-            for value, rows in runs:
+            for rows, runs in stretches:
                 X = first.stack(wanted_first, rows)
                 Y = X if second is first else second.stack(wanted_second, rows)
-                for a in group:
-                    lo = at_second[spans[a].start]
-                    G = X[:, at_first[a]:at_first[a] + first.dims[a]].T @ Y[:, lo:lo + widths[a]]
-                    if ones:
-                        M1[a] += G
-                        continue
-                    M1[a] += value * G
-                    G *= value * value
-                    M2[a] += G
+                for value, part in runs:
+                    for a in group:
+                        lo = at_second[spans[a].start]
+                        G = (X[part, at_first[a]:at_first[a] + first.dims[a]].T
+                             @ Y[part, lo:lo + widths[a]])
+                        if ones:
+                            M1[a] += G
+                            continue
+                        M1[a] += value * G
+                        G *= value * value
+                        M2[a] += G
             for a in group:
                 start = 0
                 for b in spans[a]:
