@@ -101,6 +101,14 @@ def analysis_params(name):
     return dict(config["analysis"][name])
 
 
+def similarity_features(wildcards):
+    """Input function: the model's feature files, for similarity on the frame span only
+    (its exact metrics stream every frame of every utterance from them)."""
+    if wildcards.analysis == "similarity" and wildcards.span == "frame":
+        return features(wildcards.model)
+    return []
+
+
 def mel_input(wildcards):
     """Input function: the log-mel target, for CCA on the frame span only."""
     if wildcards.analysis == "cca" and wildcards.span == "frame":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,9 +30,13 @@ def label_columns(index: pd.DataFrame, labels: Sequence[str], span: str) -> list
 
 def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model: str, span: str,
         pooling: str, labels: Sequence[str], params: dict, seed: int = 0,
-        mel: np.ndarray | None = None, n_jobs: int = 1) -> pd.DataFrame:
+        mel: np.ndarray | None = None, n_jobs: int = 1,
+        features: Sequence[str | Path] = ()) -> pd.DataFrame:
     """Run analysis ``name`` (one of :data:`NAMES`) with its config section ``params``.
 
+    ``features`` (the model's feature files) make similarity on the frame span exact over
+    every frame of every utterance, streamed from the files; its n x n metrics, and every
+    other analysis, use the pooled frame sample ``layers``.
     ``mel`` (log-mel rows of a frame-span index) is the target of CCA on the frame span.
     ``n_jobs`` processes share the probes' layers (the job's threads; the fits themselves
     are single-threaded).
@@ -40,6 +45,8 @@ def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model:
     if name == "cca":
         return _cca(index, layers, model=model, span=span, mel=mel, seed=seed, **params)
     cols = label_columns(index, labels, span)
+    if name == "similarity" and span == "frame" and features:
+        return _all_frame_similarity(index, layers, features, seed=seed, params=params, **ctx)
     if name == "similarity":
         from layerwise.analyses.similarity import similarity_table
 
@@ -107,6 +114,34 @@ def _cca(index, layers, *, model, span, mel, seed, n_trials=3, min_count=6):
     return cca_targets.cca_table({k: v[keep] for k, v in layers.items()},
                                  cca_targets.one_hot(labels[keep]), target_name=span, model=model,
                                  span=span, strata=labels[keep], n_trials=n_trials, seed=seed)
+
+
+def _all_frame_similarity(index, layers, features, *, model, span, pooling, seed, params):
+    """Within-model similarity over every frame of the feature store, read chunk by chunk
+    (bootstrap clusters: utterances); ``cka_rbf`` and ``mutual_knn`` on the pooled sample."""
+    from layerwise.analyses.similarity import similarity_table
+    from layerwise.errors import InputError
+    from layerwise.io import store
+
+    fs = store.open([Path(p) for p in features])
+    streamed = {name: store.StoredRows(fs, name) for name in layers}
+    try:
+        counts = {name: M.shape[0] for name, M in streamed.items()}
+        first = next(iter(layers))
+        differ = [name for name, k in counts.items() if k != counts[first]]
+        if differ:
+            raise InputError(f"{fs.paths[0]}: layers {', '.join(differ)} have other frame "
+                             f"grids than {first} ({counts[first]} frames), so their frames "
+                             "are not matched; keep frame-grid-equal layers in extract.frames")
+        log.info("similarity over all %d frames of %d utterances, streamed from %d files",
+                 counts[first], len(fs.utt_ids), len(fs.paths))
+        return similarity_table(streamed, None, model_a=model, model_b=model, span=span,
+                                pooling=pooling, seed=seed,
+                                groups=store.stored_utterances(fs, first),
+                                sample_from=layers, sample_groups=_utterances(index), **params)
+    finally:
+        for M in streamed.values():
+            M.close()
 
 
 def _utterances(index: pd.DataFrame) -> np.ndarray | None:
