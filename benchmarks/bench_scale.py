@@ -161,7 +161,7 @@ def write_corpus(folder: Path, corpus: Corpus, seed: int) -> dict[str, Path]:
 # --------------------------------------------------------------------------- one analysis
 
 
-def run_analysis(folder: Path, name: str, jobs: int) -> dict:
+def run_analysis(folder: Path, name: str, jobs: int, overrides: dict) -> dict:
     """One analysis on one pooled folder, as the ``analyse`` rule runs it (in a fresh process)."""
     sys.stderr = open(os.devnull, "w")  # the analyses' progress bars
     index, layers = pooled.read(folder)
@@ -170,7 +170,8 @@ def run_analysis(folder: Path, name: str, jobs: int) -> dict:
     start = time.perf_counter()
     with anon:
         table = analyses.run(name, index, layers, model=MODEL, span=span, pooling=POOLING,
-                             labels=list(CORPUS_LABELS), params=schema_defaults()[name],
+                             labels=list(CORPUS_LABELS),
+                             params={**schema_defaults()[name], **overrides.get(name, {})},
                              seed=0, n_jobs=jobs)
     wall = time.perf_counter() - start
     return {"wall": wall, "peak_gib": status_gib("VmHWM"), "anon_gib": anon.peak,
@@ -237,21 +238,21 @@ def in_fresh_process(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-def fastest(folder: Path, name: str, jobs: int, repeat: int) -> dict:
+def fastest(folder: Path, name: str, jobs: int, repeat: int, overrides: dict) -> dict:
     """The run of least wall time among ``repeat`` fresh processes (a shared machine)."""
-    return min((in_fresh_process(run_analysis, folder, name, jobs) for _ in range(repeat)),
+    return min((in_fresh_process(run_analysis, folder, name, jobs, overrides) for _ in range(repeat)),
                key=lambda res: res["wall"])
 
 
 def arm_analyses(folders: dict, quarter: dict, names: Sequence[str], spans: Sequence[str],
-                 jobs: int, repeat: int) -> list[str]:
+                 jobs: int, repeat: int, overrides: dict) -> list[str]:
     lines, total = [], 0.0
     for span in spans:
         for name in names:
             if name == "cca" and span not in analyses.CCA_SPANS:
                 continue
-            small = fastest(quarter[span], name, jobs, repeat)
-            full = fastest(folders[span], name, jobs, repeat)
+            small = fastest(quarter[span], name, jobs, repeat, overrides)
+            full = fastest(folders[span], name, jobs, repeat, overrides)
             note(f"{name} {span}: {full['wall']:.1f} s, peak {full['peak_gib']:.2f} GiB "
                  f"(quarter: {small['wall']:.1f} s); {full['summary']}")
             total += full["wall"]
@@ -404,6 +405,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path,
                    help="folder for the pooled inputs (default: a temporary one, removed)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--similarity-metrics", metavar="M,M",
+                   help="only these similarity metrics (e.g. cka_rbf,mutual_knn: the sampled "
+                        "n x n ones), the other settings the schema's")
     p.add_argument("--gram-baseline", metavar="REV",
                    help="also time the exact similarity metrics of the word span side by side "
                         "with gram.py of git revision REV (e.g. b72b2b0, before the one-pass "
@@ -424,7 +428,9 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
         note(f"{corpus}, {len(os.sched_getaffinity(0))} cores; writing pooled inputs to {tmp}")
         folders = write_corpus(Path(tmp) / "full", corpus, args.seed)
         quarter = write_corpus(Path(tmp) / "quarter", corpus.scaled(corpus.words // 4), args.seed)
-        lines = arm_analyses(folders, quarter, names, spans, args.jobs, args.repeat)
+        overrides = ({"similarity": {"metrics": args.similarity_metrics.split(",")}}
+                     if args.similarity_metrics else {})
+        lines = arm_analyses(folders, quarter, names, spans, args.jobs, args.repeat, overrides)
         if not args.skip_compare:
             lines += arm_compare(folders["word"], args.seed)
         if args.gram_baseline:
