@@ -2,8 +2,11 @@
 
 Linear CKA, debiased linear CKA, cosine, SVCCA and PWCCA of every layer pair are computed
 from sums over rows: cross-products ``X_aᵀ D X_b`` of the centred layers, column sums,
-squared row norms, and per-row cosines, accumulated over chunks of rows.  Memory is
-O(d · Σd + chunk · Σd) and time O(n · (Σd)²): linear in the number of rows.
+squared row norms, and per-row cosines, accumulated over chunks of rows.  Each chunk is read
+once per pass with all layers' centred columns side by side, so the layers may be in memory,
+memory-mapped, or streamed from the feature store (:class:`~layerwise.io.store.StoredRows`).
+Memory is the accumulated blocks (at most ``_BLOCK_ELEMENTS`` float64 per pass over the
+rows) plus one chunk; time O(n · (Σd)²): linear in the number of rows.
 
 Bootstrap replicates are weighted sums over rows with the replicate's weights ``c``
 (how often each row's cluster was drawn), exactly as :class:`~.table._TableComputation`
