@@ -67,7 +67,14 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's layerwise and benchmarks
 
-from benchmarks.bench_analysis import bench, layer_maps, note, schema_defaults  # noqa: E402
+from benchmarks.bench_analysis import (  # noqa: E402
+    SCHEMA,
+    bench,
+    frame_chunks,
+    layer_maps,
+    note,
+    schema_defaults,
+)
 from layerwise import analyses  # noqa: E402
 from layerwise.analyses import subsample  # noqa: E402
 from layerwise.io import pooled  # noqa: E402
@@ -164,10 +171,98 @@ def write_corpus(folder: Path, corpus: Corpus, seed: int) -> dict[str, Path]:
     return out
 
 
+FRAME_RATE_HZ, UTTERANCE_FRAMES, SHARD_FRAMES = 50.0, 250, 250_000
+
+
+def write_frame_store(folder: Path, corpus: Corpus, n_frames: int, seed: int) -> list[Path]:
+    """A feature store of ``n_frames`` frames (float16, as extracted): utterances of 250
+    frames (5 s at 50 Hz), shards of 250,000 frames, every layer framed; the frames of
+    ``bench_analysis.frame_chunks``. Written with the store's own writer."""
+    from layerwise.extract.encoders import LayerInfo
+    from layerwise.io import store
+
+    infos = [LayerInfo(f"layer.{i}", "transformer", FRAME_RATE_HZ, corpus.dim)
+             for i in range(corpus.layers)]
+    names = {info.name for info in infos}
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, writer, in_shard, utt = [], None, 0, 0
+    for chunks in frame_chunks(n_frames, corpus.layers, corpus.dim, 100 * UTTERANCE_FRAMES,
+                               seed):
+        if writer is None or in_shard >= SHARD_FRAMES:
+            if writer is not None:
+                writer.close()
+            paths.append(folder / f"shard-{len(paths):03d}.h5")
+            writer, in_shard = store.ShardWriter(paths[-1], infos, names), 0
+        rows = len(chunks[0])
+        cuts = [*range(0, rows, UTTERANCE_FRAMES), rows]
+        spans = list(zip(cuts[:-1], cuts[1:], strict=True))
+        ids = [f"utt{utt + k:06d}" for k in range(len(spans))]
+        writer.append(ids, [int((b - a) / FRAME_RATE_HZ * 16000) for a, b in spans],
+                      {info.name: [X[a:b] for a, b in spans]
+                       for info, X in zip(infos, chunks, strict=True)})
+        utt += len(ids)
+        in_shard += rows
+    writer.close()
+    return paths
+
+
+def run_frame_similarity(paths: list[Path], params: dict, max_frames: int, seed: int) -> dict:
+    """Similarity on the frame span as the ``analyse`` rule runs it: every frame streamed from
+    the store, the n x n metrics on a pooled sample of ``max_frames`` frames."""
+    from layerwise.io import store
+
+    sys.stderr = open(os.devnull, "w")
+    fs = store.open(paths)
+    utterance = store.stored_utterances(fs, fs.layers[0])
+    rows = np.sort(np.random.default_rng(seed).choice(utterance.size, max_frames, replace=False))
+    layers = {}
+    for name in fs.layers:
+        stored = store.StoredRows(fs, name)
+        layers[name] = np.concatenate([stored[part] for part in np.array_split(
+            rows, max(1, rows.size // 256))])  # compact runs: a read spans its rows
+        stored.close()
+    index = pd.DataFrame({"row": np.arange(rows.size),
+                          "utt_id": [fs.utt_ids[u] for u in utterance[rows]]})
+    anon = AnonPeak()
+    start = time.perf_counter()
+    with anon:
+        table = analyses.run("similarity", index, layers, model=MODEL, span="frame",
+                             pooling=POOLING, labels=[], params=params, seed=seed,
+                             features=paths)
+    return {"wall": time.perf_counter() - start, "peak_gib": status_gib("VmHWM"),
+            "anon_gib": anon.peak, "summary": summarise("similarity", table)}
+
+
+def arm_frames(folder: Path, corpus: Corpus, n_frames: int, params: dict, seed: int
+               ) -> list[str]:
+    """Frame-span similarity over ``n_frames`` and a quarter of them: time, peak, growth."""
+    import yaml
+
+    pool = yaml.safe_load(SCHEMA.read_text())["properties"]["pool"]["properties"]
+    max_frames = pool["max_frames"]["default"]
+    runs = {}
+    for label, frames in (("quarter", n_frames // 4), ("full", n_frames)):
+        start = time.perf_counter()
+        paths = write_frame_store(folder / f"frames-{label}", corpus, frames, seed)
+        note(f"wrote {frames} frames x {corpus.layers} x {corpus.dim} (float16) in "
+             f"{len(paths)} shards, {time.perf_counter() - start:.0f} s")
+        runs[label] = in_fresh_process(run_frame_similarity, paths, params,
+                                       min(max_frames, frames), seed)
+    full = runs["full"]
+    note(f"similarity frame: {full['wall']:.1f} s, peak {full['peak_gib']:.2f} GiB "
+         f"(quarter: {runs['quarter']['wall']:.1f} s); {full['summary']}")
+    return [bench("similarity_frame_rows", n_frames),
+            bench("similarity_frame_s", full["wall"]),
+            bench("similarity_frame_peak_gib", full["peak_gib"]),
+            bench("similarity_frame_peak_anon_gib", full["anon_gib"]),
+            bench("similarity_frame_growth",
+                  math.log(full["wall"] / runs["quarter"]["wall"]) / math.log(4))]
+
+
 # --------------------------------------------------------------------------- one analysis
 
 
-def run_analysis(folder: Path, name: str, jobs: int) -> dict:
+def run_analysis(folder: Path, name: str, jobs: int, overrides: dict) -> dict:
     """One analysis on one pooled folder, as the ``analyse`` rule runs it (in a fresh process)."""
     sys.stderr = open(os.devnull, "w")  # the analyses' progress bars
     index, layers = pooled.read(folder)
@@ -176,7 +271,8 @@ def run_analysis(folder: Path, name: str, jobs: int) -> dict:
     start = time.perf_counter()
     with anon:
         table = analyses.run(name, index, layers, model=MODEL, span=span, pooling=POOLING,
-                             labels=list(CORPUS_LABELS), params=schema_defaults()[name],
+                             labels=list(CORPUS_LABELS),
+                             params={**schema_defaults()[name], **overrides.get(name, {})},
                              seed=0, n_jobs=jobs)
     wall = time.perf_counter() - start
     return {"wall": wall, "peak_gib": status_gib("VmHWM"), "anon_gib": anon.peak,
@@ -222,6 +318,12 @@ class AnonPeak:
 
 def summarise(name: str, table: pd.DataFrame) -> str:
     """A few values of the table (first and last layer), to show that they are not trivial."""
+    if name == "similarity":
+        d = table[(table["layer_a"] == table["layer_a"].iloc[0])
+                  & (table["layer_b"] == table["layer_b"].iloc[-1])]
+        return ", ".join(f"{r.metric} {r.layer_a}~{r.layer_b} {r.value:.3f} "
+                         f"[{r.ci_low:.3f}, {r.ci_high:.3f}] (n={r.n_rows})"
+                         for r in d.itertuples())
     layers = sorted(table["layer"].unique(), key=lambda x: int(x.split(".")[1]))
     ends = [layers[0], layers[-1]] if layers else []
     if name == "convexity":
@@ -243,21 +345,21 @@ def in_fresh_process(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-def fastest(folder: Path, name: str, jobs: int, repeat: int) -> dict:
+def fastest(folder: Path, name: str, jobs: int, repeat: int, overrides: dict) -> dict:
     """The run of least wall time among ``repeat`` fresh processes (a shared machine)."""
-    return min((in_fresh_process(run_analysis, folder, name, jobs) for _ in range(repeat)),
+    return min((in_fresh_process(run_analysis, folder, name, jobs, overrides) for _ in range(repeat)),
                key=lambda res: res["wall"])
 
 
 def arm_analyses(folders: dict, quarter: dict, names: Sequence[str], spans: Sequence[str],
-                 jobs: int, repeat: int) -> list[str]:
+                 jobs: int, repeat: int, overrides: dict) -> list[str]:
     lines, total = [], 0.0
     for span in spans:
         for name in names:
             if name == "cca" and span not in analyses.CCA_SPANS:
                 continue
-            small = fastest(quarter[span], name, jobs, repeat)
-            full = fastest(folders[span], name, jobs, repeat)
+            small = fastest(quarter[span], name, jobs, repeat, overrides)
+            full = fastest(folders[span], name, jobs, repeat, overrides)
             note(f"{name} {span}: {full['wall']:.1f} s, peak {full['peak_gib']:.2f} GiB "
                  f"(quarter: {small['wall']:.1f} s); {full['summary']}")
             total += full["wall"]
@@ -367,6 +469,56 @@ def arm_compare_probes(folder: Path, seed: int, jobs: int) -> list[str]:
         bench("probes_torch_vs_sklearn", res["probes_torch_s"] / res["probes_sklearn_s"])]
 
 
+def gram_module(rev: str):
+    """``layerwise.analyses.similarity.gram`` as it was at git revision ``rev`` (the baseline
+    of the side-by-side arm), loaded beside today's from ``git show``."""
+    import importlib.util
+    import subprocess
+
+    path = "layerwise/analyses/similarity/gram.py"
+    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True,
+                          capture_output=True, text=True).stdout
+    spec = importlib.util.spec_from_loader(f"layerwise.analyses.similarity.gram_{rev}",
+                                           loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(text, f"{rev}:{path}", "exec"), module.__dict__)
+    return module
+
+
+def compare_gram(folder: Path, rev: str, n_boot: int) -> dict[str, float]:
+    """The exact similarity metrics of every word row, today's engine against ``rev``'s, on
+    the same memory-mapped layers in one process; largest absolute difference of values and
+    replicates."""
+    from layerwise.analyses.similarity import _group_codes
+    from layerwise.analyses.similarity import gram as today
+
+    index, layers = pooled.read(folder)
+    mats = list(layers.values())
+    labels = list(layers)
+    codes = _group_codes(index["utt_id"].to_numpy(), len(index))
+    out, results = {}, {}
+    for arm, module in (("baseline", gram_module(rev)), ("new", today)):
+        computation = module._GramComputation(
+            mats, None, labels, labels, sorted(today.EXACT_METRICS), n_boot=n_boot, seed=0,
+            codes=codes, svcca_components=schema_defaults()["similarity"]["svcca_components"])
+        out[f"gram_{arm}_s"], _ = timed_s(computation.run)
+        results[arm] = computation
+    out["gram_new_vs_baseline"] = out["gram_new_s"] / out["gram_baseline_s"]
+    out["gram_max_abs_difference"] = max(
+        float(np.nanmax(np.abs(np.asarray(getattr(results["new"], kind)[m])
+                               - np.asarray(getattr(results["baseline"], kind)[m]))))
+        for m in today.EXACT_METRICS for kind in ("values", "replicates"))
+    out["gram_rows"] = len(index)
+    return out
+
+
+def arm_compare_gram(folder: Path, rev: str, n_boot: int) -> list[str]:
+    res = in_fresh_process(compare_gram, folder, rev, n_boot)
+    note(f"exact similarity metrics of {res['gram_rows']} word rows, n_boot {n_boot}: "
+         f"today's engine against {rev}'s, one process")
+    return [bench(key, value) for key, value in res.items()]
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -389,6 +541,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path,
                    help="folder for the pooled inputs (default: a temporary one, removed)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--similarity-metrics", metavar="M,M",
+                   help="only these similarity metrics (e.g. cka_rbf,mutual_knn: the sampled "
+                        "n x n ones), the other settings the schema's")
+    p.add_argument("--frames", type=int, default=0, metavar="N",
+                   help="also similarity on the frame span over N frames (e.g. 1000000) "
+                        "written as HDF5 shards, streamed from them, and over N/4 for growth")
+    p.add_argument("--similarity-n-boot", type=int, metavar="B",
+                   help="analysis.similarity.n_boot for every similarity run (default: the "
+                        "schema's)")
+    p.add_argument("--gram-baseline", metavar="REV",
+                   help="also time the exact similarity metrics of the word span side by side "
+                        "with gram.py of git revision REV (e.g. b72b2b0, before the one-pass "
+                        "stacking), in one process")
     return p.parse_args(argv)
 
 
@@ -405,11 +570,22 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
         note(f"{corpus}, {len(os.sched_getaffinity(0))} cores; writing pooled inputs to {tmp}")
         folders = write_corpus(Path(tmp) / "full", corpus, args.seed)
         quarter = write_corpus(Path(tmp) / "quarter", corpus.scaled(corpus.words // 4), args.seed)
-        lines = arm_analyses(folders, quarter, names, spans, args.jobs, args.repeat)
+        similarity = {}
+        if args.similarity_metrics:
+            similarity["metrics"] = args.similarity_metrics.split(",")
+        if args.similarity_n_boot is not None:
+            similarity["n_boot"] = args.similarity_n_boot
+        overrides = {"similarity": similarity}
+        lines = arm_analyses(folders, quarter, names, spans, args.jobs, args.repeat, overrides)
         if not args.skip_compare and {"convexity", "embed"} & set(names):
             lines += arm_compare(folders["word"], args.seed)
         if not args.skip_compare and "probes" in names:
             lines += arm_compare_probes(folders["word"], args.seed, args.jobs)
+        settings = {**schema_defaults()["similarity"], **similarity}
+        if args.gram_baseline:
+            lines += arm_compare_gram(folders["word"], args.gram_baseline, settings["n_boot"])
+        if args.frames:
+            lines += arm_frames(Path(tmp), corpus, args.frames, settings, args.seed)
     return lines
 
 

@@ -7,6 +7,7 @@ rule analyse:
     input:
         pooled=f"{OUT}/pooled/{{model}}/{{span}}-{{pooling}}",
         mel=mel_input,
+        features=similarity_features,
     output:
         report(
             f"{OUT}/tables/{{model}}/{{analysis}}-{{span}}-{{pooling}}.tsv",

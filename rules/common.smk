@@ -130,6 +130,15 @@ def analysis_threads(wildcards):
     return PARALLEL_THREADS if REGISTRY[wildcards.analysis].parallel else 1
 
 
+def similarity_features(wildcards):
+    """Input function: the model's feature files, for similarity on the frame span only
+    (its exact metrics stream every frame of every utterance from them)."""
+    frames_stored = config["extract"]["store"] == "frames"  # a pooled store holds no frames
+    if wildcards.analysis == "similarity" and wildcards.span == "frame" and frames_stored:
+        return features(wildcards.model)
+    return []
+
+
 def mel_input(wildcards):
     """Input function: the log-mel target, for CCA on the frame span only."""
     if wildcards.analysis == "cca" and wildcards.span == "frame":

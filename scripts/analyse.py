@@ -12,6 +12,7 @@ index, layers = pooled.read(snakemake.input.pooled)
 mel = np.load(snakemake.input.mel[0]) if snakemake.input.mel else None
 table = analyses.run(w.analysis, index, layers, model=w.model, span=w.span, pooling=w.pooling,
                      labels=snakemake.params.labels or [], params=snakemake.params.settings,
-                     seed=snakemake.params.seed, mel=mel, n_jobs=snakemake.threads)
+                     seed=snakemake.params.seed, mel=mel, n_jobs=snakemake.threads,
+                     features=list(snakemake.input.features))
 write_tsv(table, snakemake.output[0])
 log.info("%s: %d rows", w.analysis, len(table))

@@ -26,12 +26,15 @@ __all__ = ["CCA_SPANS", "NAMES", "align_rows", "cross_similarity", "label_column
 
 def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model: str, span: str,
         pooling: str, labels: Sequence[str], params: dict, seed: int,
-        mel: np.ndarray | None = None, n_jobs: int = 1) -> pd.DataFrame:
+        mel: np.ndarray | None = None, n_jobs: int = 1,
+        features: Sequence[str] = ()) -> pd.DataFrame:
     """Run analysis ``name`` (one of :data:`NAMES`) with its config section ``params``.
 
     ``params`` is the section as the schema filled it in, passed on unchanged; a missing key
     stops naming it. ``mel`` (log-mel rows of a frame-span index) is the target of CCA on the
-    frame span. ``n_jobs`` processes share the probes' layers (the job's threads; the fits
+    frame span. ``features`` (the model's feature files) make similarity on the frame span
+    exact over every frame of every utterance, streamed from the files; its n x n metrics, and
+    every other analysis, use the pooled frame sample ``layers``. ``n_jobs`` processes share the probes' layers (the job's threads; the fits
     themselves are single-threaded).
     """
     analysis = get(name)
@@ -40,7 +43,8 @@ def run(name: str, index: pd.DataFrame, layers: dict[str, np.ndarray], *, model:
                          f"not {span!r}")
     check_params(analysis, params)
     rows = Rows(index=index, layers=layers, model=model, span=span, pooling=pooling,
-                labels=label_columns(index, labels, span), seed=seed, mel=mel, n_jobs=n_jobs)
+                labels=label_columns(index, labels, span), seed=seed, mel=mel, n_jobs=n_jobs,
+                features=tuple(features))
     return analysis.compute(rows, **params)
 
 

@@ -13,6 +13,7 @@ Snakemake starts) imports no scikit-learn.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from layerwise.vocabulary import SPANS
+
+log = logging.getLogger(__name__)
 
 #: The unit labels each span's rows carry (frames: the word and phone at the instant).
 UNIT_LABELS = {"word": ["word"], "phone": ["phone"], "frame": ["word", "phone"], "utterance": []}
@@ -38,6 +41,7 @@ class Rows:
     seed: int
     mel: np.ndarray | None = None  # log-mel rows: the CCA target of the frame span
     n_jobs: int = 1
+    features: tuple[str, ...] = ()  # the model's feature files: similarity over every frame
 
     @property
     def context(self) -> dict:
@@ -135,12 +139,42 @@ def similarity(rows: Rows, *, metrics, n_boot, knn_k, rbf_threshold, svcca_compo
                max_rows, progress: bool = True) -> pd.DataFrame:
     from layerwise.analyses.similarity import similarity_table
 
+    settings = dict(metrics=metrics, n_boot=n_boot, knn_k=knn_k, rbf_threshold=rbf_threshold,
+                    svcca_components=svcca_components, max_rows=max_rows, progress=progress)
+    if rows.span == "frame" and rows.features:
+        return _all_frame_similarity(rows, settings)
     return similarity_table(rows.layers, None, model_a=rows.model, model_b=rows.model,
                             span=rows.span, pooling=rows.pooling, seed=rows.seed,
-                            groups=utterances(rows.index), metrics=metrics, n_boot=n_boot,
-                            knn_k=knn_k, rbf_threshold=rbf_threshold,
-                            svcca_components=svcca_components, max_rows=max_rows,
-                            progress=progress)
+                            groups=utterances(rows.index), **settings)
+
+
+def _all_frame_similarity(rows: Rows, settings: dict) -> pd.DataFrame:
+    """Within-model similarity over every frame of the feature store, read chunk by chunk
+    (bootstrap clusters: utterances); ``cka_rbf`` and ``mutual_knn`` on the pooled sample."""
+    from layerwise.analyses.similarity import similarity_table
+    from layerwise.errors import InputError
+    from layerwise.io import store
+
+    fs = store.open(list(rows.features))
+    streamed = {name: store.StoredRows(fs, name) for name in rows.layers}
+    try:
+        counts = {name: M.shape[0] for name, M in streamed.items()}
+        first = next(iter(rows.layers))
+        differ = [name for name, k in counts.items() if k != counts[first]]
+        if differ:
+            raise InputError(f"{fs.paths[0]}: layers {', '.join(differ)} have other frame "
+                             f"grids than {first} ({counts[first]} frames), so their frames "
+                             "are not matched; keep frame-grid-equal layers in extract.frames")
+        log.info("similarity over all %d frames of %d utterances, streamed from %d files",
+                 counts[first], len(fs.utt_ids), len(fs.paths))
+        return similarity_table(streamed, None, model_a=rows.model, model_b=rows.model,
+                                span=rows.span, pooling=rows.pooling, seed=rows.seed,
+                                groups=store.stored_utterances(fs, first),
+                                sample_from=rows.layers, sample_groups=utterances(rows.index),
+                                **settings)
+    finally:
+        for M in streamed.values():
+            M.close()
 
 
 @register("probes", parallel=True)

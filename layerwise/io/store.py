@@ -409,6 +409,76 @@ class FeatureStore:
                     start = stop
 
 
+class StoredRows:
+    """One layer's frames of every utterance of every shard as one read-only ``(n, d)``
+    float32 array-like, read on demand: what the all-frame similarity streams chunk by
+    chunk instead of loading a frame-level layer (hundreds of GiB on a real corpus).
+
+    Indexing takes an int, a slice (step 1) or an array of row numbers; a read covers the
+    rows between the smallest and largest asked for, so index compact runs of rows.  The
+    shard files stay open while the object lives (one process; not for forks).
+    """
+
+    def __init__(self, store: FeatureStore, layer: str) -> None:
+        self.layer = layer
+        dim = int(store.layer_info(layer)["dim"])
+        self._files = [store._open(p) for p in store.paths]
+        self._frames = [f[f"layers/{layer}/frames"] for f in self._files]
+        counts = [int(f[f"layers/{layer}/offsets"][-1]) for f in self._files]
+        self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.shape = (int(self._starts[-1]), dim)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+
+    def _range(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((max(stop - start, 0), self.shape[1]), dtype=np.float32)
+        first = int(np.searchsorted(self._starts, start, side="right")) - 1
+        for i in range(max(first, 0), len(self._frames)):
+            lo, hi = max(start, self._starts[i]), min(stop, self._starts[i + 1])
+            if lo >= stop:
+                break
+            if hi > lo:
+                base = self._starts[i]
+                out[lo - start:hi - start] = self._frames[i][lo - base:hi - base]
+        return out
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):
+            rows, cols = key
+            return self[rows][..., cols]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.shape[0])
+            if step != 1:
+                raise IndexError("StoredRows takes slices of step 1")
+            return self._range(start, stop)
+        if np.ndim(key) == 0:
+            row = int(key) + (self.shape[0] if int(key) < 0 else 0)
+            return self._range(row, row + 1)[0]
+        rows = np.asarray(key, dtype=np.int64)
+        if rows.size == 0:
+            return np.empty((0, self.shape[1]), dtype=np.float32)
+        lo = int(rows.min())
+        return self._range(lo, int(rows.max()) + 1)[rows - lo]
+
+
+def stored_utterances(store: FeatureStore, layer: str) -> np.ndarray:
+    """Utterance number (store order) of every row of :class:`StoredRows` ``(store, layer)``:
+    the clusters of an all-frame bootstrap."""
+    counts = []
+    for p in store.paths:
+        with store._open(p) as f:
+            counts.append(np.diff(f[f"layers/{layer}/offsets"][:]))
+    counts = np.concatenate(counts) if counts else np.empty(0, dtype=np.int64)
+    return np.repeat(np.arange(counts.size), counts)
+
+
 def open(path: str | Path | Sequence[str | Path]) -> FeatureStore:  # noqa: A001 - API name
     """Open a shard file, a folder of ``shard-*.h5`` files, or a list of files."""
     if isinstance(path, str | Path):

@@ -2,8 +2,11 @@
 
 Linear CKA, debiased linear CKA, cosine, SVCCA and PWCCA of every layer pair are computed
 from sums over rows: cross-products ``X_aᵀ D X_b`` of the centred layers, column sums,
-squared row norms, and per-row cosines, accumulated over chunks of rows.  Memory is
-O(d · Σd + chunk · Σd) and time O(n · (Σd)²): linear in the number of rows.
+squared row norms, and per-row cosines, accumulated over chunks of rows.  Each chunk is read
+once per pass with all layers' centred columns side by side, so the layers may be in memory,
+memory-mapped, or streamed from the feature store (:class:`~layerwise.io.store.StoredRows`).
+Memory is the accumulated blocks (at most ``_BLOCK_ELEMENTS`` float64 per pass over the
+rows) plus one chunk; time O(n · (Σd)²): linear in the number of rows.
 
 Bootstrap replicates are weighted sums over rows with the replicate's weights ``c``
 (how often each row's cluster was drawn), exactly as :class:`~.table._TableComputation`
@@ -36,9 +39,11 @@ from layerwise.analyses.similarity.cca import _n_kept, _projection_weights, _top
 #: Metrics computed exactly over all rows by this module.
 EXACT_METRICS = frozenset({"cka_linear", "cka_debiased", "cosine", "svcca", "pwcca"})
 
+# Accumulated cross-product blocks held at once by ``_block_norms`` (1 GiB of float64).
+_BLOCK_ELEMENTS = 1 << 27
 # Rows per chunk are sized so that one chunk of all layers' columns, in float64, holds
-# about this many values (64 MiB).
-_CHUNK_ELEMENTS = 1 << 23
+# about this many values (128 MiB).
+_CHUNK_ELEMENTS = 1 << 24
 
 
 def _canonical_from(M: np.ndarray):
@@ -76,17 +81,38 @@ class _Layers:
         """Centred float64 rows ``index`` of layer ``a``."""
         return self.mats[a][index].astype(np.float64) - self.means[a]
 
-    def stacked(self, layers, index) -> np.ndarray:
-        """Centred float64 rows of several layers side by side."""
-        return np.hstack([self.rows(b, index) for b in layers])
+    def stack(self, layers, index) -> np.ndarray:
+        """Centred float64 rows ``index`` of ``layers`` side by side, one copy."""
+        first = self.mats[layers[0]][index]
+        out = np.empty((first.shape[0], sum(self.dims[a] for a in layers)))
+        start = 0
+        for a in layers:
+            part = out[:, start:start + self.dims[a]]
+            part[...] = first if a == layers[0] else self.mats[a][index]
+            part -= self.means[a]
+            start += self.dims[a]
+        return out
+
+
+def _offsets(side: _Layers, layers) -> dict[int, int]:
+    """First column of each of ``layers`` in ``side.stack(layers, rows)``."""
+    starts = np.cumsum([0] + [side.dims[a] for a in layers])
+    return {a: int(start) for a, start in zip(layers, starts, strict=False)}
 
 
 def _weight_runs(c: np.ndarray, chunk: int):
-    """``(value, rows)`` runs of at most ``chunk`` rows sharing one weight value > 0."""
-    for value in np.unique(c[c > 0]):
-        rows = np.flatnonzero(c == value)
-        for start in range(0, rows.size, chunk):
-            yield float(value), rows[start:start + chunk]
+    """Consecutive stretches of rows holding about ``chunk`` rows of weight > 0, in order:
+    ``(rows, runs)`` with the stretch's drawn rows sorted by weight and ``runs`` the
+    ``(value, slice of rows)`` sharing one weight.  The rows are read in file order, each
+    once per pass, and a product over rows of one weight is a product over a slice."""
+    drawn = np.flatnonzero(c > 0)
+    for start in range(0, drawn.size, chunk):
+        rows = drawn[start:start + chunk]
+        order = np.argsort(c[rows], kind="stable")
+        rows = rows[order]
+        values, first = np.unique(c[rows], return_index=True)
+        bounds = [*first.tolist(), rows.size]
+        yield rows, [(float(v), slice(bounds[i], bounds[i + 1])) for i, v in enumerate(values)]
 
 
 class _GramComputation(_MetricResults):
@@ -131,48 +157,67 @@ class _GramComputation(_MetricResults):
     # -- linear CKA ----------------------------------------------------------------------
 
     def _block_norms(self, first: _Layers, second: _Layers, pairs_of, c: np.ndarray):
-        """For every layer ``a`` of ``first`` and ``b`` in ``pairs_of(a)`` of ``second``:
-        ``‖M1‖², ⟨M1, M2⟩, ‖M2‖²`` with ``M1 = X_aᵀ diag(c) Y_b``, ``M2 = X_aᵀ diag(c²) Y_b``
-        (centred rows), as (L_first, L_second) arrays (nan where not computed)."""
+        """For every layer ``a`` of ``first`` and ``b`` in ``pairs_of(a)`` (a range) of
+        ``second``: ``‖M1‖², ⟨M1, M2⟩, ‖M2‖²`` with ``M1 = X_aᵀ diag(c) Y_b``,
+        ``M2 = X_aᵀ diag(c²) Y_b`` (centred rows), as (L_first, L_second) arrays (nan where
+        not computed).
+
+        Each run of rows sharing a weight is read once, all layers' centred columns side by
+        side (``_Layers.stack``), and every block row ``X_aᵀ [Y_b …]`` is one product of
+        column ranges of those chunks.  The accumulated blocks are held for a group of
+        layers ``a`` at a time (at most ``_BLOCK_ELEMENTS`` values), the rows read once per
+        group: one group for a base model's layers with itself.
+        """
         shape = (len(first.mats), len(second.mats))
         n11, n12, n22 = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
         ones = bool(np.all(c == 1.0))
-        runs = list(_weight_runs(c, self.chunk))
-        for a in range(len(first.mats)):
-            targets = pairs_of(a)
-            if not targets:
-                continue
-            width = sum(second.dims[b] for b in targets)
-            M1 = np.zeros((first.dims[a], width))
-            M2 = None if ones else np.zeros_like(M1)
-            G = None if ones else np.empty_like(M1)
-            last = None
-            for value, rows in runs:
-                X = first.rows(a, rows)
-                Z = second.stacked(targets, rows)
-                if ones:
-                    M1 += X.T @ Z
-                    continue
-                if value != last:
-                    if last is not None:
-                        M1 += last * G
-                        M2 += last * last * G
-                    G[:] = 0.0
-                    last = value
-                G += X.T @ Z
-            if last is not None:
-                M1 += last * G
-                M2 += last * last * G
-            if ones:
-                M2 = M1
-            start = 0
-            for b in targets:
-                part = slice(start, start + second.dims[b])
-                start += second.dims[b]
-                B1, B2 = M1[:, part], M2[:, part]
-                n11[a, b] = np.vdot(B1, B1)
-                n12[a, b] = np.vdot(B1, B2)
-                n22[a, b] = np.vdot(B2, B2)
+        stretches = list(_weight_runs(c, self.chunk))
+        spans = {a: pairs_of(a) for a in range(len(first.mats))}
+        widths = {a: sum(second.dims[b] for b in r) for a, r in spans.items() if len(r)}
+        per_block = 1 if ones else 2
+        groups, group, size = [], [], 0
+        for a, width in widths.items():
+            if group and size + per_block * first.dims[a] * width > _BLOCK_ELEMENTS:
+                groups.append(group)
+                group, size = [], 0
+            group.append(a)
+            size += per_block * first.dims[a] * width
+        if group:
+            groups.append(group)
+        for group in groups:
+            M1 = {a: np.zeros((first.dims[a], widths[a])) for a in group}
+            M2 = M1 if ones else {a: np.zeros_like(M1[a]) for a in group}
+            wanted_second = sorted({b for a in group for b in spans[a]})
+            if second is first:
+                shared = sorted(set(group) | set(wanted_second))
+                wanted_first = wanted_second = shared
+            else:
+                wanted_first = group
+            at_first = _offsets(first, wanted_first)
+            at_second = _offsets(second, wanted_second)
+            for rows, runs in stretches:
+                X = first.stack(wanted_first, rows)
+                Y = X if second is first else second.stack(wanted_second, rows)
+                for value, part in runs:
+                    for a in group:
+                        lo = at_second[spans[a].start]
+                        G = (X[part, at_first[a]:at_first[a] + first.dims[a]].T
+                             @ Y[part, lo:lo + widths[a]])
+                        if ones:
+                            M1[a] += G
+                            continue
+                        M1[a] += value * G
+                        G *= value * value
+                        M2[a] += G
+            for a in group:
+                start = 0
+                for b in spans[a]:
+                    part = slice(start, start + second.dims[b])
+                    start += second.dims[b]
+                    B1, B2 = M1[a][:, part], M2[a][:, part]
+                    n11[a, b] = np.vdot(B1, B1)
+                    n12[a, b] = np.vdot(B1, B2)
+                    n22[a, b] = np.vdot(B2, B2)
         return n11, n12, n22
 
     @staticmethod
@@ -199,16 +244,16 @@ class _GramComputation(_MetricResults):
         La, Lb = len(A.mats), len(B.mats)
         W, P = float(c.sum()), float(c @ c)
         if self.same:
-            n11, n12, n22 = self._block_norms(A, A, lambda a: list(range(a, La)), c)
+            n11, n12, n22 = self._block_norms(A, A, lambda a: range(a, La), c)
             iu = np.triu_indices(La, 1)
             for M in (n11, n12, n22):
                 M.T[iu] = M[iu]
             self_norms = [(np.diag(n11), np.diag(n12), np.diag(n22))] * 2
         else:
-            n11, n12, n22 = self._block_norms(A, B, lambda a: list(range(Lb)), c)
+            n11, n12, n22 = self._block_norms(A, B, lambda a: range(Lb), c)
             self_norms = []
             for side in (A, B):
-                d11, d12, d22 = self._block_norms(side, side, lambda a: [a], c)
+                d11, d12, d22 = self._block_norms(side, side, lambda a: range(a, a + 1), c)
                 self_norms.append((np.diag(d11), np.diag(d12), np.diag(d22)))
         a1A, a2A = self._kernel_vectors(A, c, self.chunk)
         a1B, a2B = (a1A, a2A) if self.same else self._kernel_vectors(B, c, self.chunk)

@@ -39,6 +39,7 @@ from layerwise.analyses.similarity.neighbours import (
     _knn_overlap,
 )
 from layerwise.analyses.validation import check_int, check_matrix, check_real
+from layerwise.io.store import StoredRows
 
 # --------------------------------------------------------------------------------------
 # Similarity table: every layer pair, every metric, one pass of per-layer precomputation
@@ -580,6 +581,9 @@ def _check_layers(layers: object, name: str) -> tuple[list[str], list[FloatMatri
         if not isinstance(key, str):
             raise ValueError(f"{name} keys must be layer names (str), got {key!r}")
         names.append(key)
+        if isinstance(value, StoredRows):  # read chunk by chunk, never whole
+            mats.append(value)
+            continue
         # float32 stays float32: the exact metrics read float64 chunks of rows
         mats.append(check_matrix(value, f"{name}[{key!r}]", min_rows=0))
     return names, mats
@@ -601,6 +605,8 @@ def similarity_table(
     svcca_components: int | None,
     groups: ArrayLike | None = None,
     max_rows: int | None,
+    sample_from: Mapping[str, ArrayLike] | None = None,
+    sample_groups: ArrayLike | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Every requested metric for every pair of layers, as a long table.
@@ -642,6 +648,13 @@ def similarity_table(
         ``mutual_knn``): a seeded sample stratified by ``groups``, the same rows for
         every layer (and both models).  None: all rows.  The other metrics always use
         every row.  ``n_rows`` says the rows behind each value.
+    sample_from : dict of str -> array-like, optional
+        Same layers as ``layers_a`` (one model only) with other rows, from which
+        ``cka_rbf`` and ``mutual_knn`` draw their ``max_rows`` instead: the frame span
+        streams every frame of the feature store (:class:`~layerwise.io.store.StoredRows`)
+        for the exact metrics and takes the n x n ones from the pooled frame sample.
+    sample_groups : array-like, optional
+        Cluster of each row of ``sample_from`` (its ``groups``).
     progress : bool, default=True
         Show a tqdm progress bar on stderr.
 
@@ -694,6 +707,14 @@ def similarity_table(
         if not isinstance(text, str):
             raise ValueError(f"{label} must be a str, got {text!r}")
     names_a, mats_a = _check_layers(layers_a, "layers_a")
+    sample_mats = None
+    if sample_from is not None:
+        if layers_b is not None:
+            raise ValueError("sample_from is for one model's layers (layers_b None)")
+        names_s, sample_mats = _check_layers(sample_from, "sample_from")
+        if names_s != names_a:
+            raise ValueError(f"sample_from must hold the layers of layers_a ({names_a}), "
+                             f"got {names_s}")
     names_b, mats_b = (names_a, None) if layers_b is None else _check_layers(layers_b, "layers_b")
     n = mats_a[0].shape[0]
     for name, mats, names in (("layers_a", mats_a, names_a), ("layers_b", mats_b or [], names_b)):
@@ -721,8 +742,10 @@ def similarity_table(
     labels_b = [f"{model_b}:{name}" for name in names_b]
     exact = [m for m in metrics if m in EXACT_METRICS]
     sampled = [m for m in metrics if m not in EXACT_METRICS]
-    sample = _sample_rows(n, max_rows, groups, seed) if sampled else None
-    n_sample = n if sample is None else sample.size
+    n_source = n if sample_mats is None else sample_mats[0].shape[0]
+    source_groups = groups if sample_mats is None else sample_groups
+    sample = _sample_rows(n_source, max_rows, source_groups, seed) if sampled else None
+    n_sample = n_source if sample is None else sample.size
     if "mutual_knn" in sampled:
         knn_k = check_int(knn_k, "knn_k", low=1, high=n_sample - 1)
     halves = n_boot if _HALF_SAMPLED & set(metrics) else 0
@@ -746,10 +769,12 @@ def similarity_table(
                 rows = slice(None) if sample is None else sample
                 return [np.asarray(M[rows], dtype=np.float64) for M in mats]
 
-            sub_groups = None if groups is None or sample is None else np.asarray(groups)[sample]
+            sub_groups = (source_groups if source_groups is None or sample is None
+                          else np.asarray(source_groups)[sample])
+            source = mats_a if sample_mats is None else sample_mats
             computation = _TableComputation(
-                take(mats_a), take(mats_b), labels_a, labels_b, sampled, n_boot=n_boot,
-                seed=seed, codes=codes if sample is None else _group_codes(sub_groups, n_sample),
+                take(source), take(mats_b), labels_a, labels_b, sampled, n_boot=n_boot,
+                seed=seed, codes=_group_codes(sub_groups, n_sample),
                 knn_k=knn_k, rbf_threshold=rbf_threshold, svcca_components=svcca_components,
                 cross_model=cross_model, bar=bar,
             )
