@@ -252,8 +252,8 @@ def pool_layer(store: FeatureStore, layer: str, index: pd.DataFrame, pooling: st
 
 
 def pool_store(store: FeatureStore, manifest: pd.DataFrame, alignments: pd.DataFrame,
-               span: str, pooling: str, *, labels: Sequence[str] = (), max_frames: int = 20000,
-               seed: int = 0) -> tuple[pd.DataFrame, list[str], Iterator[tuple[str, np.ndarray]]]:
+               span: str, pooling: str, *, labels: Sequence[str] = (), max_frames: int,
+               seed: int) -> tuple[pd.DataFrame, list[str], Iterator[tuple[str, np.ndarray]]]:
     """A pooled folder's index, layer names and lazy ``(layer, matrix)`` pairs, from either
     kind of store: frames are pooled here; a pooled store's rows are read (:func:`read_pooled`).
     """
