@@ -12,7 +12,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
-include: "rules/audio.smk"
+include: "rules/ingest.smk"
 include: "rules/extract.smk"
 include: "rules/pool.smk"
 include: "rules/analyse.smk"
