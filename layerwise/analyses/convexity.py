@@ -42,6 +42,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits
 
 from layerwise.analyses import subsample
 from layerwise.analyses.validation import check_int, check_label_frame, check_labels, check_matrix
@@ -105,7 +106,10 @@ def knn_graph(X, *, k: int = 10) -> sp.csr_matrix:
             stacklevel=2,
         )
         k = X.shape[0] - 1
-    graph = NearestNeighbors(n_neighbors=k).fit(X).kneighbors_graph(mode="distance")
+    # one thread: scikit-learn splits the distance computation by thread count, and a
+    # near-tie may then flip, so the graph (and the table) would depend on the job's cores
+    with threadpool_limits(limits=1):
+        graph = NearestNeighbors(n_neighbors=k).fit(X).kneighbors_graph(mode="distance")
     graph = graph.astype(np.float64)
     graph.data = np.maximum(graph.data, np.finfo(np.float64).tiny)
     return sp.csr_matrix(graph.maximum(graph.T))
