@@ -133,8 +133,10 @@ def analysis_threads(wildcards):
 def similarity_features(wildcards):
     """Input function: the model's feature files, for similarity on the frame span only
     (its exact metrics stream every frame of every utterance from them)."""
-    frames_stored = config["extract"]["store"] == "frames"  # a pooled store holds no frames
-    if wildcards.analysis == "similarity" and wildcards.span == "frame" and frames_stored:
+    # a pooled store holds no frames: the sample in the pooled folder is all there is
+    if POOLED_STORE or wildcards.span != "frame":
+        return []
+    if wildcards.analysis == "similarity":
         return features(wildcards.model)
     return []
 
@@ -220,7 +222,8 @@ def plot_files():
             ]
     for m in MODELS:
         out.append(f"{OUT}/plots/{m}/summary.png")
-        if not POOLED_STORE:  # the temporal figures read frames, which a pooled store lacks
+        # the temporal figures read frames, which a pooled store lacks
+        if not POOLED_STORE:
             out += [
                 f"{OUT}/plots/{m}/temporal-selfsim.png",
                 f"{OUT}/plots/{m}/temporal-trajectory.gif",
