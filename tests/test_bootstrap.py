@@ -17,6 +17,7 @@ import pytest
 
 import layerwise.analyses.similarity as sim
 from benchmarks import schema
+from layerwise.analyses.similarity.gram import _GramComputation
 from layerwise.analyses.similarity import (
     METRICS,
     UndefinedSimilarityWarning,
@@ -203,6 +204,40 @@ def test_cluster_bootstrap_covers_where_rows_of_a_cluster_are_dependent():
     assert by_row < by_group  # rows resampled alone understate the uncertainty
 
 
+@functools.cache
+def block_coverage():
+    """Coverage of debiased CKA's interval with more clusters (200 of 3 rows) than
+    ``MAX_UNITS``: resampled as blocks of consecutive clusters, and, for comparison, as the
+    clusters themselves (``MAX_UNITS`` raised)."""
+    truth = linear_cka(CLUSTER_SXX, CLUSTER_B, 1.0)
+    covered = {}
+    for name, max_units in (("blocks", sim.MAX_UNITS), ("clusters", 10**6)):
+        rng = np.random.default_rng(4)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sim._intervals, "MAX_UNITS", max_units)
+            hits = 0
+            for s in range(N_SIM):
+                X, Y, group = clustered(200, 3, rng)
+                # the engine of the workflow's exact metrics (equal to bootstrap_ci's,
+                # tests/test_similarity_scale.py), which the blocks are for
+                gram = _GramComputation([X], [Y], ["X"], ["Y"], ["cka_debiased"],
+                                        n_boot=N_BOOT, seed=s, svcca_components=None,
+                                        codes=sim._group_codes(group, len(group)))
+                gram.run()
+                low, high = (float(v[0, 0]) for v in gram.interval("cka_debiased"))
+                hits += low <= truth <= high
+        covered[name] = hits / N_SIM
+    return covered
+
+
+def test_blocks_of_clusters_cover_as_the_clusters_do():
+    """Beyond MAX_UNITS clusters a replicate draws blocks of them (so that the exact metrics
+    cost one pass over the rows for every replicate); the interval still covers."""
+    covered = block_coverage()
+    assert covered["blocks"] >= 0.88
+    assert covered["blocks"] >= covered["clusters"] - 0.05
+
+
 # --------------------------------------------------------------------------------------
 # The procedures themselves, against brute force
 # --------------------------------------------------------------------------------------
@@ -344,6 +379,9 @@ def coverage_report() -> None:
     by_group, by_row = cluster_coverage()
     print(f"clustered rows, linear CKA: coverage {by_group:.2f} resampling clusters, "
           f"{by_row:.2f} resampling rows")
+    covered = block_coverage()
+    print(f"200 clusters of 3 rows, debiased CKA: coverage {covered['blocks']:.2f} resampling "
+          f"{sim.MAX_UNITS} blocks of clusters, {covered['clusters']:.2f} resampling clusters")
 
 
 if __name__ == "__main__":

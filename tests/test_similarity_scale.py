@@ -41,6 +41,8 @@ def _both(mats_a, mats_b, *, n_boot, seed, codes, svcca_components=3, cross_mode
     (60, True, 3, True),
     (150, True, None, False),  # every direction of PWCCA, SVCCA by variance
     (150, True, 5, True),
+    (300, True, 3, False),  # 75 clusters: resampled as blocks of consecutive clusters
+    (200, False, 5, True),  # 200 rows: blocks of consecutive rows
 ])
 def test_exact_metrics_equal_the_reference(n, grouped, svcca_components, two):
     mats_a = _layers(n, [5, 8, 8, 40], seed=1)
@@ -112,3 +114,20 @@ def test_table_n_rows_says_the_rows_behind_each_value():
                                sub[["value", "ci_low", "ci_high"]].to_numpy(), atol=1e-12)
     full = similarity_table(layers, metrics=["cka_rbf"], max_rows=120, **kwargs)
     assert (full.n_rows == 120).all()
+
+
+def test_resampling_units_are_blocks_of_whole_consecutive_clusters():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 40, size=500)
+    codes = np.repeat(rng.permutation(500), sizes)  # cluster numbers not in row order
+    units = sim._resampling_units(codes, codes.size)
+    assert units.max() + 1 <= sim.MAX_UNITS
+    for cluster in np.unique(codes):  # a cluster is never split
+        assert np.unique(units[codes == cluster]).size == 1
+    assert np.all(np.diff(units) >= 0)  # consecutive clusters, in row order
+    rows = np.bincount(units)
+    assert rows.max() <= codes.size / sim.MAX_UNITS + sizes.max()
+    few = np.arange(100) // 10
+    np.testing.assert_array_equal(sim._resampling_units(few, 100), few)  # 10 clusters: as is
+    np.testing.assert_array_equal(sim._resampling_units(None, 30), np.arange(30))
+    assert sim._resampling_units(None, 1000).max() + 1 == sim.MAX_UNITS

@@ -61,6 +61,8 @@ from layerwise.analyses.similarity.table import similarity_table
 # Private names the tests reach through the package.
 _group_codes = _intervals._group_codes
 _HalfSamples = _intervals._HalfSamples
+_resampling_units = _intervals._resampling_units
+MAX_UNITS = _intervals.MAX_UNITS
 _TableComputation = table._TableComputation
 
 __all__ = [

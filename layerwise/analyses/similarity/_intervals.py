@@ -57,23 +57,58 @@ def _group_codes(groups: ArrayLike | None, n: int) -> NDArray[np.intp] | None:
     return codes.astype(np.intp)
 
 
+MAX_UNITS = 64
+"""Most resampling units of a bootstrap or half-sample: beyond it, blocks of clusters."""
+
+
+def _resampling_units(codes, n: int) -> NDArray[np.intp]:
+    """Unit of each row, ``0..K-1``: what a replicate draws whole.
+
+    The units are the clusters (``codes``; without them, the rows), or, when there are more
+    than :data:`MAX_UNITS`, blocks of consecutive clusters (in the order of their first
+    rows) holding about ``n / MAX_UNITS`` rows each.  Independent clusters make
+    independent blocks, so the cluster bootstrap stays valid with ``K`` units; the
+    cross-product engine then forms every replicate from one product per block
+    (:mod:`~.gram`), instead of one pass over the rows per replicate.  Consecutive
+    utterances are often one speaker's, so a block also keeps a speaker's rows together.
+    """
+    clusters = np.arange(n, dtype=np.intp) if codes is None else np.asarray(codes, np.intp)
+    n_clusters = int(clusters.max(initial=0)) + 1
+    if n_clusters <= MAX_UNITS:
+        return clusters
+    first = np.full(n_clusters, n, dtype=np.intp)
+    np.minimum.at(first, clusters, np.arange(n, dtype=np.intp))
+    order = np.argsort(first, kind="stable")
+    sizes = np.bincount(clusters, minlength=n_clusters)[order]
+    block = np.empty(n_clusters, dtype=np.intp)
+    block[order] = (np.cumsum(sizes) - sizes) * MAX_UNITS // n
+    return np.unique(block, return_inverse=True)[1].astype(np.intp)[clusters]
+
+
+def _bootstrap_counts(units: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """How often each unit was drawn, per replicate: (n_boot, K) float64."""
+    rng = np.random.default_rng(seed)
+    n_units = int(units.max(initial=0)) + 1
+    counts = np.zeros((n_boot, n_units))
+    for r in range(n_boot):
+        counts[r] = np.bincount(rng.integers(0, n_units, size=n_units), minlength=n_units)
+    return counts
+
+
 def _bootstrap_weights(n: int, codes, n_boot: int, seed: int) -> list[np.ndarray]:
-    """Row weights of each replicate: how often the row's cluster (or the row) was drawn.
+    """Row weights of each replicate: how often the row's unit (:func:`_resampling_units`)
+    was drawn.
 
     A replicate is never materialised: every metric is evaluated on the original rows
     with these weights, which is what a later streaming pass can accumulate per chunk.
     """
-    rng = np.random.default_rng(seed)
-    if codes is None:
-        return [np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64)
-                for _ in range(n_boot)]
-    n_groups = int(codes.max()) + 1
-    return [np.bincount(rng.integers(0, n_groups, size=n_groups), minlength=n_groups)[codes]
-            .astype(np.float64) for _ in range(n_boot)]
+    units = _resampling_units(codes, n)
+    return list(_bootstrap_counts(units, n_boot, seed)[:, units])
 
 
 class _HalfSamples:
-    """Half-samples drawn without replacement: half of the clusters (or rows), whole.
+    """Half-samples drawn without replacement: half of the units (clusters, rows, or
+    blocks of them: :func:`_resampling_units`), whole.
 
     ``rows[h]`` are the rows of half-sample ``h``.  ``variance_factor = k / (G - k)``
     scales the spread of half-sample values to the variance of the full-sample value
@@ -87,13 +122,14 @@ class _HalfSamples:
 
     def __init__(self, n: int, codes, n_half: int, seed: int) -> None:
         rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the bootstrap
-        n_groups = n if codes is None else int(codes.max()) + 1
+        units = _resampling_units(codes, n)
+        n_groups = int(units.max(initial=0)) + 1
         kept = n_groups // 2
         self.rows = []
         for _ in range(n_half):
             chosen = np.zeros(n_groups, dtype=bool)
             chosen[rng.choice(n_groups, size=kept, replace=False)] = True
-            self.rows.append(np.flatnonzero(chosen if codes is None else chosen[codes]))
+            self.rows.append(np.flatnonzero(chosen[units]))
         self.variance_factor = kept / (n_groups - kept)
         inverse = np.mean([1.0 / rows.size for rows in self.rows]) if self.rows else 2.0 / n
         self.bias_scale = (1.0 / n) / (inverse - 1.0 / n)

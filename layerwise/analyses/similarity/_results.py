@@ -15,9 +15,10 @@ from layerwise.analyses.similarity._intervals import (
     _HALF_SAMPLED,
     _UNBIASED_REPLICATES,
     _basic_interval,
-    _bootstrap_weights,
+    _bootstrap_counts,
     _HalfSamples,
     _percentile_interval,
+    _resampling_units,
 )
 from layerwise.analyses.similarity._registry import SYMMETRIC_METRICS
 
@@ -27,7 +28,9 @@ class _MetricResults:
     statistic whose replicates are drawn (for the CKAs, CKA from the unbiased HSIC; else
     the value); ``replicates[metric]`` (n_boot, L_a, L_b) its bootstrap replicates, or
     for the metrics of :data:`_HALF_SAMPLED` its half-sample values.
-    ``problems[metric]`` collects why point estimates are nan.
+    ``problems[metric]`` collects why point estimates are nan.  ``units`` is the
+    resampling unit of each row, ``counts`` (n_boot, K) how often each unit was drawn in
+    each replicate, and ``weights[r] = counts[r, units]`` the row weights.
     """
 
     def _init_results(self, labels_a, labels_b, metrics, *, same: bool, n: int, n_boot: int,
@@ -37,7 +40,9 @@ class _MetricResults:
         self.metrics = metrics
         self.n = n
         bootstrapped = set(metrics) - _HALF_SAMPLED
-        self.weights = _bootstrap_weights(n, codes, n_boot if bootstrapped else 0, seed)
+        self.units = _resampling_units(codes, n)
+        self.counts = _bootstrap_counts(self.units, n_boot if bootstrapped else 0, seed)
+        self.weights = list(self.counts[:, self.units])
         self.halves = _HalfSamples(n, codes, n_boot if set(metrics) & _HALF_SAMPLED else 0, seed)
         shape = (len(labels_a), len(labels_b))
         self.values = {m: np.full(shape, np.nan) for m in metrics}

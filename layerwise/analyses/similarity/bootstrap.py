@@ -75,8 +75,9 @@ def bootstrap_ci(
     """Confidence interval of the population value of a similarity between X and Y.
 
     Resamples clusters of rows (``groups``, e.g. the utterance of each word or frame)
-    or, without groups, rows, with replacement; a replicate is the original rows
-    weighted by how often their cluster was drawn.  Per metric:
+    or, without groups, rows, with replacement; beyond ``MAX_UNITS`` (64) of them, blocks
+    of consecutive clusters (or rows) with about equal rows.  A replicate is the original
+    rows weighted by how often their unit was drawn.  Per metric:
 
     * ``cka_linear``, ``cka_debiased``, ``cka_rbf``: the replicates are CKA from the
       unbiased HSIC with that kernel (for RBF, the median bandwidth of the replicate),

@@ -8,13 +8,17 @@ memory-mapped, or streamed from the feature store (:class:`~layerwise.io.store.S
 Memory is the accumulated blocks (at most ``_BLOCK_ELEMENTS`` float64 per pass over the
 rows) plus one chunk; time O(n · (Σd)²): linear in the number of rows.
 
-Bootstrap replicates are weighted sums over rows with the replicate's weights ``c``
-(how often each row's cluster was drawn), exactly as :class:`~.table._TableComputation`
-evaluates them on its n x n kernels; the same draws (``_bootstrap_weights``,
-``_HalfSamples``) give the same intervals.  A weight is constant over a cluster, so
-``Xᵀ diag(c) Y = Σ_v v · X_vᵀ Y_v`` over the distinct weights ``v`` (rows ``X_v``): one
-pass over the drawn rows gives both ``Xᵀ diag(c) Y`` and ``Xᵀ diag(c²) Y``.  (Per-cluster
-d x d cross-products would need G · d² memory per pair of layers, hence this form.)
+Bootstrap replicates are weighted sums over rows with the replicate's weights ``c`` (how
+often each row's resampling unit was drawn: a cluster, or a block of consecutive clusters,
+:func:`~._intervals._resampling_units`), exactly as :class:`~.table._TableComputation`
+evaluates them on its n x n kernels; the same draws (``_bootstrap_counts``, ``_HalfSamples``)
+give the same intervals.  A weight is constant over a unit, so with ``A_k = X_kᵀ Y_k`` the
+product of unit ``k``'s rows, ``Xᵀ diag(c) Y = Σ_k c_k A_k`` and ``Xᵀ diag(c²) Y =
+Σ_k c_k² A_k``: one pass over the rows computes each ``A_k`` once and adds it to every
+replicate's sums.  The linear CKAs of the sample and of ``n_boot`` replicates then cost one
+pass, O(n · (Σd)²), plus ``K · n_boot`` additions of (Σd)² values (K ≤ 64 units), where a
+pass per replicate cost ``(1 + 0.63 · n_boot)`` passes; the sums of ``2 n_boot + 2`` blocks
+are held at once (in groups of layers and batches of replicates within ``_BLOCK_ELEMENTS``).
 
 The unbiased HSIC of :func:`~.table._u_hsic` with linear kernels ``K = X Xᵀ`` (rows
 centred by any fixed vector: the U-statistic does not depend on it):
@@ -29,6 +33,7 @@ with ``M1 = Xᵀ diag(c) Y``, ``M2 = Xᵀ diag(c²) Y``, ``S_k = Σ_i c_i^k ‖x
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg.blas import daxpy as _daxpy
 from tqdm import tqdm
 
 from layerwise.analyses.similarity._numerics import _cka_ratio
@@ -100,19 +105,36 @@ def _offsets(side: _Layers, layers) -> dict[int, int]:
     return {a: int(start) for a, start in zip(layers, starts, strict=False)}
 
 
-def _weight_runs(c: np.ndarray, chunk: int):
-    """Consecutive stretches of rows holding about ``chunk`` rows of weight > 0, in order:
-    ``(rows, runs)`` with the stretch's drawn rows sorted by weight and ``runs`` the
-    ``(value, slice of rows)`` sharing one weight.  The rows are read in file order, each
-    once per pass, and a product over rows of one weight is a product over a slice."""
-    drawn = np.flatnonzero(c > 0)
-    for start in range(0, drawn.size, chunk):
-        rows = drawn[start:start + chunk]
-        order = np.argsort(c[rows], kind="stable")
-        rows = rows[order]
-        values, first = np.unique(c[rows], return_index=True)
-        bounds = [*first.tolist(), rows.size]
-        yield rows, [(float(v), slice(bounds[i], bounds[i + 1])) for i, v in enumerate(values)]
+def _layer_groups(dims, widths: dict, per_block: int) -> list[list[int]]:
+    """Layers ``a`` (keys of ``widths``) in groups whose ``per_block`` sums of
+    ``dims[a] x widths[a]`` values fit ``_BLOCK_ELEMENTS`` (a wider layer: a group alone)."""
+    groups, group, size = [], [], 0
+    for a, width in widths.items():
+        cost = per_block * dims[a] * width
+        if group and size + cost > _BLOCK_ELEMENTS:
+            groups.append(group)
+            group, size = [], 0
+        group.append(a)
+        size += cost
+    if group:
+        groups.append(group)
+    return groups
+
+
+def _length(rows) -> int:
+    return rows.stop - rows.start if isinstance(rows, slice) else rows.size
+
+
+def _part(rows, start: int, stop: int):
+    """Rows ``start:stop`` of a slice or an index array, of the same kind."""
+    if isinstance(rows, slice):
+        return slice(rows.start + start, rows.start + stop)
+    return rows[start:stop]
+
+
+def _add(value: float, source: np.ndarray, target: np.ndarray) -> None:
+    """``target += value * source`` in place, without a temporary (BLAS axpy)."""
+    _daxpy(source.reshape(-1), target.reshape(-1), a=value)
 
 
 class _GramComputation(_MetricResults):
@@ -138,10 +160,7 @@ class _GramComputation(_MetricResults):
         linear = {"cka_linear", "cka_debiased"} & set(self.metrics)
         subspace = {"svcca", "pwcca"} & set(self.metrics)
         if linear:
-            for r, weights in enumerate(self.weights):
-                self._linear(r, weights)
-                self.bar.update(1)
-            self._linear(None, np.ones(self.n))
+            self._linear()
         if subspace:
             self._subspace(None, np.ones(self.n))
             for h, rows in enumerate(self.halves.rows):
@@ -156,107 +175,177 @@ class _GramComputation(_MetricResults):
 
     # -- linear CKA ----------------------------------------------------------------------
 
-    def _block_norms(self, first: _Layers, second: _Layers, pairs_of, c: np.ndarray):
-        """For every layer ``a`` of ``first`` and ``b`` in ``pairs_of(a)`` (a range) of
-        ``second``: ``‖M1‖², ⟨M1, M2⟩, ‖M2‖²`` with ``M1 = X_aᵀ diag(c) Y_b``,
-        ``M2 = X_aᵀ diag(c²) Y_b`` (centred rows), as (L_first, L_second) arrays (nan where
-        not computed).
+    def _unit_rows(self) -> list:
+        """Rows of each resampling unit, a slice where they are consecutive (as the
+        utterances of a feature file are), so that a unit is read as one run."""
+        order = np.argsort(self.units, kind="stable")
+        bounds = np.searchsorted(self.units[order], np.arange(int(self.units.max()) + 2))
+        out = []
+        for k in range(bounds.size - 1):
+            rows = order[bounds[k]:bounds[k + 1]]
+            contiguous = rows.size and rows[-1] - rows[0] + 1 == rows.size
+            out.append(slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows)
+        return out
 
-        Each run of rows sharing a weight is read once, all layers' centred columns side by
-        side (``_Layers.stack``), and every block row ``X_aᵀ [Y_b …]`` is one product of
-        column ranges of those chunks.  The accumulated blocks are held for a group of
-        layers ``a`` at a time (at most ``_BLOCK_ELEMENTS`` values), the rows read once per
-        group: one group for a base model's layers with itself.
+    def _block_norms(self, first: _Layers, second: _Layers, pairs_of, counts: np.ndarray):
+        """For each replicate ``r`` (a row of ``counts``: how often each unit was drawn; a
+        row of ones is the sample itself), every layer ``a`` of ``first`` and ``b`` in
+        ``pairs_of(a)`` (a range) of ``second``: ``‖M1‖², ⟨M1, M2⟩, ‖M2‖²`` with
+        ``M1 = Σ_k c_rk A_k``, ``M2 = Σ_k c_rk² A_k`` and ``A_k = X_aᵀ Y_b`` over the
+        centred rows of unit ``k``, as (R, L_first, L_second) arrays (nan where not
+        computed).
+
+        Each unit's product ``A_k`` is computed once, its rows read with all layers'
+        centred columns side by side (``_Layers.stack``), and every replicate adds
+        ``c_rk A_k`` (and ``c_rk² A_k``) to its own sums: one pass over the rows serves
+        every replicate.  The sums of a group of layers ``a`` and a batch of replicates are
+        held at once (at most ``_BLOCK_ELEMENTS`` values); the rows are read once per group
+        and batch: once for a base model's layers with themselves and ten replicates.
         """
-        shape = (len(first.mats), len(second.mats))
-        n11, n12, n22 = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
-        ones = bool(np.all(c == 1.0))
-        stretches = list(_weight_runs(c, self.chunk))
+        R = counts.shape[0]
+        shape = (R, len(first.mats), len(second.mats))
+        norms = tuple(np.full(shape, np.nan) for _ in range(3))
         spans = {a: pairs_of(a) for a in range(len(first.mats))}
         widths = {a: sum(second.dims[b] for b in r) for a, r in spans.items() if len(r)}
-        per_block = 1 if ones else 2
-        groups, group, size = [], [], 0
-        for a, width in widths.items():
-            if group and size + per_block * first.dims[a] * width > _BLOCK_ELEMENTS:
-                groups.append(group)
-                group, size = [], 0
-            group.append(a)
-            size += per_block * first.dims[a] * width
-        if group:
-            groups.append(group)
-        for group in groups:
-            M1 = {a: np.zeros((first.dims[a], widths[a])) for a in group}
-            M2 = M1 if ones else {a: np.zeros_like(M1[a]) for a in group}
-            wanted_second = sorted({b for a in group for b in spans[a]})
-            if second is first:
-                shared = sorted(set(group) | set(wanted_second))
-                wanted_first = wanted_second = shared
-            else:
-                wanted_first = group
-            at_first = _offsets(first, wanted_first)
-            at_second = _offsets(second, wanted_second)
-            for rows, runs in stretches:
+        if not widths or R == 0:
+            return norms
+        plain = np.all(counts == 1.0, axis=1)  # the sample itself: M2 = M1
+        sums_of = np.where(plain, 1, 2)
+        widest = max(first.dims[a] * width for a, width in widths.items())
+        batches, batch, size = [], [], 1  # 1: the unit's product
+        for r in range(R):
+            if batch and (size + sums_of[r]) * widest > _BLOCK_ELEMENTS:
+                batches.append(batch)
+                batch, size = [], 1
+            batch.append(r)
+            size += sums_of[r]
+        batches.append(batch)
+        units = self._unit_rows()
+        for batch in batches:
+            per_block = 1 + int(sums_of[batch].sum())
+            for group in _layer_groups(first.dims, widths, per_block):
+                rows = slice(batch[0], batch[-1] + 1)  # a view: the batch is consecutive
+                self._accumulate(first, second, spans, widths, group, units,
+                                 counts[rows], plain[rows], [n[rows] for n in norms])
+        return norms
+
+    def _accumulate(self, first, second, spans, widths, group, units, counts, plain, out):
+        """:meth:`_block_norms` for one group of layers and one batch of replicates; ``out``
+        are views of its three arrays, rows of the batch."""
+        wanted_second = sorted({b for a in group for b in spans[a]})
+        if second is first:
+            wanted_first = wanted_second = sorted(set(group) | set(wanted_second))
+        else:
+            wanted_first = group
+        at_first = _offsets(first, wanted_first)
+        at_second = _offsets(second, wanted_second)
+
+        def zeros():
+            return {a: np.zeros((first.dims[a], widths[a])) for a in group}
+
+        unit = zeros()
+        M1 = [zeros() for _ in plain]
+        M2 = [M1[i] if plain[i] else zeros() for i in range(len(plain))]
+        bar = tqdm(units, desc="cross-products by unit", leave=False, mininterval=10.0,
+                   file=getattr(self.bar, "fp", None), disable=self.bar.disable)
+        for k, rows_k in enumerate(bar):
+            drawn = counts[:, k]
+            if not drawn.any():
+                continue
+            for A in unit.values():
+                A.fill(0.0)
+            n_k = _length(rows_k)
+            for start in range(0, n_k, self.chunk):
+                rows = _part(rows_k, start, min(start + self.chunk, n_k))
                 X = first.stack(wanted_first, rows)
                 Y = X if second is first else second.stack(wanted_second, rows)
-                for value, part in runs:
-                    for a in group:
-                        lo = at_second[spans[a].start]
-                        G = (X[part, at_first[a]:at_first[a] + first.dims[a]].T
-                             @ Y[part, lo:lo + widths[a]])
-                        if ones:
-                            M1[a] += G
-                            continue
-                        M1[a] += value * G
-                        G *= value * value
-                        M2[a] += G
+                for a in group:
+                    lo = at_second[spans[a].start]
+                    unit[a] += (X[:, at_first[a]:at_first[a] + first.dims[a]].T
+                                @ Y[:, lo:lo + widths[a]])
+            for i, value in enumerate(drawn):
+                if value == 0.0:
+                    continue
+                for a in group:
+                    _add(value, unit[a], M1[i][a])
+                    if not plain[i]:
+                        _add(value * value, unit[a], M2[i][a])
+        n11, n12, n22 = out
+        for i in range(len(plain)):
             for a in group:
                 start = 0
                 for b in spans[a]:
                     part = slice(start, start + second.dims[b])
                     start += second.dims[b]
-                    B1, B2 = M1[a][:, part], M2[a][:, part]
-                    n11[a, b] = np.vdot(B1, B1)
-                    n12[a, b] = np.vdot(B1, B2)
-                    n22[a, b] = np.vdot(B2, B2)
-        return n11, n12, n22
+                    B1, B2 = M1[i][a][:, part], M2[i][a][:, part]
+                    n11[i, a, b] = np.vdot(B1, B1)
+                    n12[i, a, b] = np.vdot(B1, B2)
+                    n22[i, a, b] = np.vdot(B2, B2)
 
     @staticmethod
-    def _kernel_vectors(side: _Layers, c: np.ndarray, chunk: int):
-        """``a1 = K̃c``, ``a2 = K̃c²`` (L, n) for the linear kernels of ``side``."""
+    def _kernel_vectors(side: _Layers, C: np.ndarray, chunk: int):
+        """``a1 = K̃c``, ``a2 = K̃c²`` (R, L, n) for the linear kernels of ``side`` and each
+        row ``c`` of ``C`` (R, n); each layer is read twice for all rows of ``C``."""
         L, n = len(side.mats), side.n
-        c2 = c * c
-        a1, a2 = np.empty((L, n)), np.empty((L, n))
+        C2 = C * C
+        a1, a2 = np.empty((C.shape[0], L, n)), np.empty((C.shape[0], L, n))
         for a in range(L):
-            u1, u2 = np.zeros(side.dims[a]), np.zeros(side.dims[a])
+            u1 = np.zeros((side.dims[a], C.shape[0]))
+            u2 = np.zeros_like(u1)
             for start in range(0, n, chunk):
                 X = side.rows(a, slice(start, start + chunk))
-                u1 += X.T @ c[start:start + chunk]
-                u2 += X.T @ c2[start:start + chunk]
+                u1 += X.T @ C[:, start:start + chunk].T
+                u2 += X.T @ C2[:, start:start + chunk].T
             for start in range(0, n, chunk):
                 part = slice(start, start + chunk)
                 X = side.rows(a, part)
-                a1[a, part] = X @ u1 - c[part] * side.row_sq[a, part]
-                a2[a, part] = X @ u2 - c2[part] * side.row_sq[a, part]
+                a1[:, a, part] = (X @ u1).T - C[:, part] * side.row_sq[a, part]
+                a2[:, a, part] = (X @ u2).T - C2[:, part] * side.row_sq[a, part]
         return a1, a2
 
-    def _linear(self, r, c: np.ndarray) -> None:
+    def _linear(self) -> None:
+        """Linear and debiased CKA of the sample and of every replicate."""
         A, B = self.side_a, self.side_b
         La, Lb = len(A.mats), len(B.mats)
-        W, P = float(c.sum()), float(c @ c)
+        # row 0: the sample itself (every unit once); then the replicates
+        counts = np.vstack([np.ones((1, self.counts.shape[1])), self.counts])
         if self.same:
-            n11, n12, n22 = self._block_norms(A, A, lambda a: range(a, La), c)
+            n11, n12, n22 = self._block_norms(A, A, lambda a: range(a, La), counts)
             iu = np.triu_indices(La, 1)
             for M in (n11, n12, n22):
-                M.T[iu] = M[iu]
-            self_norms = [(np.diag(n11), np.diag(n12), np.diag(n22))] * 2
+                for Mr in M:
+                    Mr.T[iu] = Mr[iu]
+            diagonal = [np.diagonal(M, axis1=1, axis2=2) for M in (n11, n12, n22)]
+            self_norms = [diagonal, diagonal]
         else:
-            n11, n12, n22 = self._block_norms(A, B, lambda a: range(Lb), c)
+            n11, n12, n22 = self._block_norms(A, B, lambda a: range(Lb), counts)
             self_norms = []
             for side in (A, B):
-                d11, d12, d22 = self._block_norms(side, side, lambda a: range(a, a + 1), c)
-                self_norms.append((np.diag(d11), np.diag(d12), np.diag(d22)))
-        a1A, a2A = self._kernel_vectors(A, c, self.chunk)
-        a1B, a2B = (a1A, a2A) if self.same else self._kernel_vectors(B, c, self.chunk)
+                norms = self._block_norms(side, side, lambda a: range(a, a + 1), counts)
+                self_norms.append([np.diagonal(M, axis1=1, axis2=2) for M in norms])
+        weights = [np.ones(self.n), *self.weights]
+        # kernel vectors of a batch of replicates at once, 256 MiB of them at most
+        per_batch = max(1, (1 << 25) // (2 * (La + Lb) * self.n))
+        for first in range(0, len(weights), per_batch):
+            batch = range(first, min(first + per_batch, len(weights)))
+            C = np.vstack([weights[i] for i in batch])
+            a1A, a2A = self._kernel_vectors(A, C, self.chunk)
+            a1B, a2B = (a1A, a2A) if self.same else self._kernel_vectors(B, C, self.chunk)
+            for j, i in enumerate(batch):
+                self._linear_values(
+                    None if i == 0 else i - 1, C[j], (n11[i], n12[i], n22[i]),
+                    [tuple(d[i] for d in side) for side in self_norms],
+                    (a1A[j], a2A[j]), (a1B[j], a2B[j]))
+                if i:
+                    self.bar.update(1)
+
+    def _linear_values(self, r, c, norms, self_norms, kernel_a, kernel_b) -> None:
+        """Store the CKAs of replicate ``r`` (None: the sample) from its sums."""
+        A, B = self.side_a, self.side_b
+        n11, n12, n22 = norms
+        a1A, a2A = kernel_a
+        a1B, a2B = kernel_b
+        W, P = float(c.sum()), float(c @ c)
         totA, totB = a1A @ c, a1B @ c
         lin = W * c + c * c
 
@@ -285,6 +374,7 @@ class _GramComputation(_MetricResults):
 
         self_a = self_term(A, a1A, a2A, totA, self_norms[0])
         self_b = self_a if self.same else self_term(B, a1B, a2B, totB, self_norms[1])
+        cross = cross.copy()
         if self.same:
             np.fill_diagonal(cross, self_a)
         u = _cka_ratio(cross, self_a, self_b)
