@@ -67,8 +67,8 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's layerwise and benchmarks
 
+from benchmarks import schema  # noqa: E402
 from benchmarks.bench_analysis import (  # noqa: E402
-    SCHEMA,
     bench,
     frame_chunks,
     layer_maps,
@@ -236,10 +236,7 @@ def run_frame_similarity(paths: list[Path], params: dict, max_frames: int, seed:
 def arm_frames(folder: Path, corpus: Corpus, n_frames: int, params: dict, seed: int
                ) -> list[str]:
     """Frame-span similarity over ``n_frames`` and a quarter of them: time, peak, growth."""
-    import yaml
-
-    pool = yaml.safe_load(SCHEMA.read_text())["properties"]["pool"]["properties"]
-    max_frames = pool["max_frames"]["default"]
+    max_frames = schema.defaults("pool")["max_frames"]
     runs = {}
     for label, frames in (("quarter", n_frames // 4), ("full", n_frames)):
         start = time.perf_counter()

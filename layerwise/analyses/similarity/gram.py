@@ -33,7 +33,6 @@ with ``M1 = Xᵀ diag(c) Y``, ``M2 = Xᵀ diag(c²) Y``, ``S_k = Σ_i c_i^k ‖x
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg.blas import daxpy as _daxpy
 from tqdm import tqdm
 
 from layerwise.analyses.similarity._numerics import _cka_ratio
@@ -105,16 +104,16 @@ def _offsets(side: _Layers, layers) -> dict[int, int]:
     return {a: int(start) for a, start in zip(layers, starts, strict=False)}
 
 
-def _layer_groups(dims, widths: dict, per_block: int) -> list[list[int]]:
-    """Layers ``a`` (keys of ``widths``) in groups whose ``per_block`` sums of
-    ``dims[a] x widths[a]`` values fit ``_BLOCK_ELEMENTS`` (a wider layer: a group alone)."""
+def _pair_groups(pairs, dims_first, dims_second, n_units: int) -> list[list[tuple[int, int]]]:
+    """Consecutive layer pairs in groups whose per-unit products (``n_units`` blocks of
+    ``dims_first[a] x dims_second[b]`` each) fit ``_BLOCK_ELEMENTS`` (a larger pair: alone)."""
     groups, group, size = [], [], 0
-    for a, width in widths.items():
-        cost = per_block * dims[a] * width
+    for a, b in pairs:
+        cost = n_units * dims_first[a] * dims_second[b]
         if group and size + cost > _BLOCK_ELEMENTS:
             groups.append(group)
             group, size = [], 0
-        group.append(a)
+        group.append((a, b))
         size += cost
     if group:
         groups.append(group)
@@ -130,11 +129,6 @@ def _part(rows, start: int, stop: int):
     if isinstance(rows, slice):
         return slice(rows.start + start, rows.start + stop)
     return rows[start:stop]
-
-
-def _add(value: float, source: np.ndarray, target: np.ndarray) -> None:
-    """``target += value * source`` in place, without a temporary (BLAS axpy)."""
-    _daxpy(source.reshape(-1), target.reshape(-1), a=value)
 
 
 class _GramComputation(_MetricResults):
@@ -187,100 +181,63 @@ class _GramComputation(_MetricResults):
             out.append(slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows)
         return out
 
-    def _block_norms(self, first: _Layers, second: _Layers, pairs_of, counts: np.ndarray):
+    def _block_norms(self, first: _Layers, second: _Layers, pairs, counts: np.ndarray):
         """For each replicate ``r`` (a row of ``counts``: how often each unit was drawn; a
-        row of ones is the sample itself), every layer ``a`` of ``first`` and ``b`` in
-        ``pairs_of(a)`` (a range) of ``second``: ``‖M1‖², ⟨M1, M2⟩, ‖M2‖²`` with
+        row of ones is the sample itself) and each layer pair ``(a, b)`` of ``pairs`` (``a``
+        of ``first``, ``b`` of ``second``): ``‖M1‖², ⟨M1, M2⟩, ‖M2‖²`` with
         ``M1 = Σ_k c_rk A_k``, ``M2 = Σ_k c_rk² A_k`` and ``A_k = X_aᵀ Y_b`` over the
         centred rows of unit ``k``, as (R, L_first, L_second) arrays (nan where not
         computed).
 
-        Each unit's product ``A_k`` is computed once, its rows read with all layers'
-        centred columns side by side (``_Layers.stack``), and every replicate adds
-        ``c_rk A_k`` (and ``c_rk² A_k``) to its own sums: one pass over the rows serves
-        every replicate.  The sums of a group of layers ``a`` and a batch of replicates are
-        held at once (at most ``_BLOCK_ELEMENTS`` values); the rows are read once per group
-        and batch: once for a base model's layers with themselves and ten replicates.
+        The three are quadratic forms in the units' Gram matrix ``G_kl = ⟨A_k, A_l⟩``
+        (K x K): ``‖M1‖² = cᵀ G c``, ``⟨M1, M2⟩ = cᵀ G c²``, ``‖M2‖² = c²ᵀ G c²``.  So each
+        ``A_k`` is computed once, in one pass over the rows (read with the group's layers'
+        centred columns side by side, ``_Layers.stack``), and any number of replicates
+        costs K x K products per pair.  The ``A_k`` of a group of pairs are held at once (at
+        most ``_BLOCK_ELEMENTS`` values); the rows are read once per group.
         """
         R = counts.shape[0]
         shape = (R, len(first.mats), len(second.mats))
-        norms = tuple(np.full(shape, np.nan) for _ in range(3))
-        spans = {a: pairs_of(a) for a in range(len(first.mats))}
-        widths = {a: sum(second.dims[b] for b in r) for a, r in spans.items() if len(r)}
-        if not widths or R == 0:
-            return norms
-        plain = np.all(counts == 1.0, axis=1)  # the sample itself: M2 = M1
-        sums_of = np.where(plain, 1, 2)
-        widest = max(first.dims[a] * width for a, width in widths.items())
-        batches, batch, size = [], [], 1  # 1: the unit's product
-        for r in range(R):
-            if batch and (size + sums_of[r]) * widest > _BLOCK_ELEMENTS:
-                batches.append(batch)
-                batch, size = [], 1
-            batch.append(r)
-            size += sums_of[r]
-        batches.append(batch)
+        n11, n12, n22 = (np.full(shape, np.nan) for _ in range(3))
         units = self._unit_rows()
-        for batch in batches:
-            per_block = 1 + int(sums_of[batch].sum())
-            for group in _layer_groups(first.dims, widths, per_block):
-                rows = slice(batch[0], batch[-1] + 1)  # a view: the batch is consecutive
-                self._accumulate(first, second, spans, widths, group, units,
-                                 counts[rows], plain[rows], [n[rows] for n in norms])
-        return norms
+        squared = counts * counts
+        groups = _pair_groups(pairs, first.dims, second.dims, len(units))
+        bar = tqdm(total=len(groups) * len(units), desc="cross-products by unit",
+                   leave=False, mininterval=10.0, file=getattr(self.bar, "fp", None),
+                   disable=self.bar.disable)
+        for group in groups:
+            for (a, b), P in self._unit_products(first, second, group, units, bar).items():
+                G = P @ P.T
+                GC, GC2 = counts @ G, squared @ G
+                n11[:, a, b] = np.einsum("rk,rk->r", GC, counts)
+                n12[:, a, b] = np.einsum("rk,rk->r", GC, squared)
+                n22[:, a, b] = np.einsum("rk,rk->r", GC2, squared)
+        bar.close()
+        return n11, n12, n22
 
-    def _accumulate(self, first, second, spans, widths, group, units, counts, plain, out):
-        """:meth:`_block_norms` for one group of layers and one batch of replicates; ``out``
-        are views of its three arrays, rows of the batch."""
-        wanted_second = sorted({b for a in group for b in spans[a]})
+    def _unit_products(self, first, second, group, units, bar) -> dict:
+        """``{(a, b): P}`` with ``P[k]`` the flattened ``X_aᵀ Y_b`` of unit ``k``'s centred
+        rows, for the pairs of ``group``."""
+        wanted_first = sorted({a for a, _ in group})
+        wanted_second = sorted({b for _, b in group})
         if second is first:
-            wanted_first = wanted_second = sorted(set(group) | set(wanted_second))
-        else:
-            wanted_first = group
+            wanted_first = wanted_second = sorted(set(wanted_first) | set(wanted_second))
         at_first = _offsets(first, wanted_first)
         at_second = _offsets(second, wanted_second)
-
-        def zeros():
-            return {a: np.zeros((first.dims[a], widths[a])) for a in group}
-
-        unit = zeros()
-        M1 = [zeros() for _ in plain]
-        M2 = [M1[i] if plain[i] else zeros() for i in range(len(plain))]
-        bar = tqdm(units, desc="cross-products by unit", leave=False, mininterval=10.0,
-                   file=getattr(self.bar, "fp", None), disable=self.bar.disable)
-        for k, rows_k in enumerate(bar):
-            drawn = counts[:, k]
-            if not drawn.any():
-                continue
-            for A in unit.values():
-                A.fill(0.0)
+        products = {(a, b): np.zeros((len(units), first.dims[a] * second.dims[b]))
+                    for a, b in group}
+        for k, rows_k in enumerate(units):
             n_k = _length(rows_k)
             for start in range(0, n_k, self.chunk):
                 rows = _part(rows_k, start, min(start + self.chunk, n_k))
                 X = first.stack(wanted_first, rows)
                 Y = X if second is first else second.stack(wanted_second, rows)
-                for a in group:
-                    lo = at_second[spans[a].start]
-                    unit[a] += (X[:, at_first[a]:at_first[a] + first.dims[a]].T
-                                @ Y[:, lo:lo + widths[a]])
-            for i, value in enumerate(drawn):
-                if value == 0.0:
-                    continue
-                for a in group:
-                    _add(value, unit[a], M1[i][a])
-                    if not plain[i]:
-                        _add(value * value, unit[a], M2[i][a])
-        n11, n12, n22 = out
-        for i in range(len(plain)):
-            for a in group:
-                start = 0
-                for b in spans[a]:
-                    part = slice(start, start + second.dims[b])
-                    start += second.dims[b]
-                    B1, B2 = M1[i][a][:, part], M2[i][a][:, part]
-                    n11[i, a, b] = np.vdot(B1, B1)
-                    n12[i, a, b] = np.vdot(B1, B2)
-                    n22[i, a, b] = np.vdot(B2, B2)
+                for (a, b), P in products.items():
+                    block = P[k].reshape(first.dims[a], second.dims[b])
+                    block += (X[:, at_first[a]:at_first[a] + first.dims[a]].T
+                              @ Y[:, at_second[b]:at_second[b] + second.dims[b]])
+            bar.update(1)
+        return products
 
     @staticmethod
     def _kernel_vectors(side: _Layers, C: np.ndarray, chunk: int):
@@ -310,7 +267,8 @@ class _GramComputation(_MetricResults):
         # row 0: the sample itself (every unit once); then the replicates
         counts = np.vstack([np.ones((1, self.counts.shape[1])), self.counts])
         if self.same:
-            n11, n12, n22 = self._block_norms(A, A, lambda a: range(a, La), counts)
+            pairs = [(a, b) for a in range(La) for b in range(a, La)]
+            n11, n12, n22 = self._block_norms(A, A, pairs, counts)
             iu = np.triu_indices(La, 1)
             for M in (n11, n12, n22):
                 for Mr in M:
@@ -318,10 +276,12 @@ class _GramComputation(_MetricResults):
             diagonal = [np.diagonal(M, axis1=1, axis2=2) for M in (n11, n12, n22)]
             self_norms = [diagonal, diagonal]
         else:
-            n11, n12, n22 = self._block_norms(A, B, lambda a: range(Lb), counts)
+            pairs = [(a, b) for a in range(La) for b in range(Lb)]
+            n11, n12, n22 = self._block_norms(A, B, pairs, counts)
             self_norms = []
             for side in (A, B):
-                norms = self._block_norms(side, side, lambda a: range(a, a + 1), counts)
+                diagonal = [(a, a) for a in range(len(side.mats))]
+                norms = self._block_norms(side, side, diagonal, counts)
                 self_norms.append([np.diagonal(M, axis1=1, axis2=2) for M in norms])
         weights = [np.ones(self.n), *self.weights]
         # kernel vectors of a batch of replicates at once, 256 MiB of them at most
