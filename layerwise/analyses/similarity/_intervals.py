@@ -110,7 +110,7 @@ class _HalfSamples:
     """Half-samples drawn without replacement: half of the units (clusters, rows, or
     blocks of them: :func:`_resampling_units`), whole.
 
-    ``rows[h]`` are the rows of half-sample ``h``.  ``variance_factor = k / (G - k)``
+    ``rows[h]`` are the rows of half-sample ``h``, ``chosen[h]`` a mask of its units.  ``variance_factor = k / (G - k)``
     scales the spread of half-sample values to the variance of the full-sample value
     (delete-d jackknife with ``k = G // 2`` of ``G`` clusters kept; Shao and Wu, 1989).
     A half-sample of ``m`` rows is an iid sample of size ``m`` (unconditionally), so an
@@ -125,11 +125,12 @@ class _HalfSamples:
         units = _resampling_units(codes, n)
         n_groups = int(units.max(initial=0)) + 1
         kept = n_groups // 2
-        self.rows = []
+        self.rows, self.chosen = [], []
         for _ in range(n_half):
             chosen = np.zeros(n_groups, dtype=bool)
             chosen[rng.choice(n_groups, size=kept, replace=False)] = True
             self.rows.append(np.flatnonzero(chosen[units]))
+            self.chosen.append(chosen)
         self.variance_factor = kept / (n_groups - kept)
         inverse = np.mean([1.0 / rows.size for rows in self.rows]) if self.rows else 2.0 / n
         self.bias_scale = (1.0 / n) / (inverse - 1.0 / n)

@@ -14,11 +14,12 @@ often each row's resampling unit was drawn: a cluster, or a block of consecutive
 evaluates them on its n x n kernels; the same draws (``_bootstrap_counts``, ``_HalfSamples``)
 give the same intervals.  A weight is constant over a unit, so with ``A_k = X_kᵀ Y_k`` the
 product of unit ``k``'s rows, ``Xᵀ diag(c) Y = Σ_k c_k A_k`` and ``Xᵀ diag(c²) Y =
-Σ_k c_k² A_k``: one pass over the rows computes each ``A_k`` once and adds it to every
-replicate's sums.  The linear CKAs of the sample and of ``n_boot`` replicates then cost one
-pass, O(n · (Σd)²), plus ``K · n_boot`` additions of (Σd)² values (K ≤ 64 units), where a
-pass per replicate cost ``(1 + 0.63 · n_boot)`` passes; the sums of ``2 n_boot + 2`` blocks
-are held at once (in groups of layers and batches of replicates within ``_BLOCK_ELEMENTS``).
+Σ_k c_k² A_k``, and the norms the CKAs need are quadratic forms in the units' Gram matrix
+``G_kl = ⟨A_k, A_l⟩``: one pass over the rows computes each ``A_k`` once, and the sample and
+any number of replicates cost ``K²`` products of (Σd)²/2 values more (K ≤ 64 units), where a
+pass per replicate cost ``(1 + 0.63 · n_boot)`` passes.  The ``A_k`` of a group of layer pairs
+(``K · d_a · d_b`` values each) are held at once within ``_BLOCK_ELEMENTS``; the rows are read
+once per group.
 
 The unbiased HSIC of :func:`~.table._u_hsic` with linear kernels ``K = X Xᵀ`` (rows
 centred by any fixed vector: the U-statistic does not depend on it):
@@ -156,12 +157,14 @@ class _GramComputation(_MetricResults):
         if linear:
             self._linear()
         if subspace:
-            self._subspace(None, np.ones(self.n))
-            for h, rows in enumerate(self.halves.rows):
-                weights = np.zeros(self.n)
-                weights[rows] = 1.0
-                self._subspace(h, weights)
-                self.bar.update(1)
+            samples = [(np.arange(self.n), np.ones(int(self.units.max()) + 1, dtype=bool))]
+            samples += zip(self.halves.rows, self.halves.chosen, strict=True)
+            bases_a = self._sample_bases(self.side_a, samples)
+            bases_b = bases_a if self.same else self._sample_bases(self.side_b, samples)
+            for h, (rows, _) in enumerate(samples):
+                self._subspace(None if h == 0 else h - 1, rows, bases_a[h], bases_b[h])
+                if h:
+                    self.bar.update(1)
         if "cosine" in self.metrics:
             self._cosine()
         self.bar.update(1)
@@ -353,50 +356,56 @@ class _GramComputation(_MetricResults):
 
     # -- SVCCA, PWCCA ----------------------------------------------------------------------
 
-    def _bases(self, side: _Layers, rows: np.ndarray):
-        """Per layer, ``(mean, V, s, U)`` of the rows' centred data: the top
+    def _sample_bases(self, side: _Layers, samples) -> list[list]:
+        """Per sample (``(rows, units)``: the rows and a mask of the units they are) and
+        layer, ``(mean, V, s, U)`` of the sample's centred rows: the top
         ``svcca_components`` right singular vectors ``V`` and values ``s`` (as
-        :func:`~.table._top_singular`), with ``U`` (rows x k) only when it was
-        cheaper to form (fewer rows than columns); None for a layer with no variance."""
-        k_opt = self.svcca_components
-        out = []
-        for a in range(len(side.mats)):
-            d = side.dims[a]
-            mean = np.zeros(d)
-            for start in range(0, rows.size, self.chunk):
-                mean += side.rows(a, rows[start:start + self.chunk]).sum(axis=0)
-            mean /= rows.size
-            if rows.size < d:  # the dual, exactly as _top_singular: n x n is small here
-                Bm = side.rows(a, rows) - mean
-                C = Bm @ Bm.T
-            else:
-                C = np.zeros((d, d))
-                for start in range(0, rows.size, self.chunk):
-                    Bm = side.rows(a, rows[start:start + self.chunk]) - mean
-                    C += Bm.T @ Bm
-                Bm = None
-            top = _top_eigen(C, k_opt)
-            if top is None:
-                out.append(None)
-                continue
-            s, V = top
-            if Bm is not None:  # dual: V holds U
-                out.append((mean, (Bm.T @ V / s), s, V))
-            else:
-                out.append((mean, V, s, None))
+        :func:`~.table._top_singular`), with ``U`` (rows x k) only when it was cheaper to
+        form (fewer rows than columns); None for a layer with no variance.
+
+        A sample is a union of units, so its covariance is a sum of the units' moments
+        (``Σ x̃``, ``Σ x̃ x̃ᵀ`` of rows centred by the layer's mean): each layer is read once
+        for the sample and all half-samples, held as K · d² values."""
+        units = self._unit_rows()
+        sizes = np.array([_length(rows) for rows in units])
+        out = [[None] * len(side.mats) for _ in samples]
+        for a, d in enumerate(side.dims):
+            from_moments = [i for i, (rows, _) in enumerate(samples) if rows.size >= d]
+            if from_moments:
+                sums, moments = np.zeros((len(units), d)), np.zeros((len(units), d, d))
+                for k, rows_k in enumerate(units):
+                    for start in range(0, sizes[k], self.chunk):
+                        X = side.rows(a, _part(rows_k, start, min(start + self.chunk, sizes[k])))
+                        sums[k] += X.sum(axis=0)
+                        moments[k] += X.T @ X
+                for i in from_moments:
+                    mask = samples[i][1].astype(np.float64)
+                    n_rows = float(mask @ sizes)
+                    mean = (mask @ sums) / n_rows
+                    C = np.tensordot(mask, moments, axes=1) - n_rows * np.outer(mean, mean)
+                    out[i][a] = self._basis(C, mean, None)
+            for i, (rows, _) in enumerate(samples):
+                if i not in from_moments:  # the dual, exactly as _top_singular: n x n is small
+                    Bm = side.rows(a, rows)
+                    mean = Bm.mean(axis=0)
+                    Bm -= mean
+                    out[i][a] = self._basis(Bm @ Bm.T, mean, Bm)
         return out
 
-    def _scores(self, side: _Layers, a: int, basis, rows: np.ndarray) -> np.ndarray:
-        mean, V, s, U = basis
-        if U is not None:
-            return U
-        return (side.rows(a, rows) - mean) @ V / s
+    def _basis(self, C: np.ndarray, mean: np.ndarray, dual):
+        """``(mean, V, s, U)`` from the covariance ``C`` (d x d), or with ``dual`` (the
+        centred rows) from their Gram matrix ``C`` (n x n)."""
+        top = _top_eigen(C, self.svcca_components)
+        if top is None:
+            return None
+        s, V = top
+        if dual is not None:  # V holds U
+            return mean, dual.T @ V / s, s, V
+        return mean, V, s, None
 
-    def _subspace(self, r, c: np.ndarray) -> None:
-        rows = np.flatnonzero(c)
+    def _subspace(self, r, rows: np.ndarray, bases_a, bases_b) -> None:
+        """SVCCA and PWCCA of the sample (``r`` None) or half-sample ``r`` (``rows``)."""
         A, B = self.side_a, self.side_b
-        bases_a = self._bases(A, rows)
-        bases_b = bases_a if self.same else self._bases(B, rows)
         La, Lb = len(bases_a), len(bases_b)
         # Uᵀ U' for every pair, accumulated over chunks of rows
         products = {}
