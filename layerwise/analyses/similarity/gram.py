@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from layerwise.analyses.similarity._numerics import _cka_ratio
-from layerwise.analyses.similarity._parallel import _single_threaded_blas
+from layerwise.analyses.similarity._parallel import _for_each_layer, _single_threaded_blas
 from layerwise.analyses.similarity._results import _MetricResults
 from layerwise.analyses.similarity.cca import _n_kept, _projection_weights, _top_eigen
 
@@ -378,12 +378,17 @@ class _GramComputation(_MetricResults):
                         X = side.rows(a, _part(rows_k, start, min(start + self.chunk, sizes[k])))
                         sums[k] += X.sum(axis=0)
                         moments[k] += X.T @ X
-                for i in from_moments:
+
+                def from_sums(j, a=a, sums=sums, moments=moments, chosen=from_moments):
+                    i = chosen[j]
                     mask = samples[i][1].astype(np.float64)
                     n_rows = float(mask @ sizes)
                     mean = (mask @ sums) / n_rows
                     C = np.tensordot(mask, moments, axes=1) - n_rows * np.outer(mean, mean)
                     out[i][a] = self._basis(C, mean, None)
+
+                # the samples' eigendecompositions side by side, one thread per core
+                _for_each_layer(from_sums, len(from_moments))
             for i, (rows, _) in enumerate(samples):
                 if i not in from_moments:  # the dual, exactly as _top_singular: n x n is small
                     Bm = side.rows(a, rows)
