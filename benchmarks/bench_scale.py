@@ -20,7 +20,9 @@ Figures (``bench <name> <value>``, one per line, on stdout; notes on stderr):
   of its process (``VmHWM``: with the pages of the memory-mapped layers it touched, which the
   kernel maps in 64 KiB runs, so reading sampled rows maps most of a layer);
   ``..._peak_anon_gib``: the largest ``RssAnon`` (sampled every 50 ms), the memory it
-  allocates; ``<analysis>_<span>_growth``: log-log slope of the time between a quarter of
+  allocates; ``..._peak_workers_anon_gib``: the largest sum of ``RssAnon`` over the processes
+  it started (the probes' workers, 0 for an analysis in one process), sampled likewise;
+  ``<analysis>_<span>_growth``: log-log slope of the time between a quarter of
   the rows and all of them (1 = linear, 2 = quadratic, 0 = bounded by a sample);
   ``total_s``: the sum of the full-size times, beside ``target_total_s`` and
   ``target_peak_gib``.
@@ -63,6 +65,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from joblib.externals.loky import get_reusable_executor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's layerwise and benchmarks
@@ -75,6 +78,7 @@ from benchmarks.bench_analysis import (  # noqa: E402
     note,
     schema_defaults,
 )
+from benchmarks.schema import SCHEMA  # noqa: E402
 from layerwise import analyses  # noqa: E402
 from layerwise.analyses import subsample  # noqa: E402
 from layerwise.io import pooled  # noqa: E402
@@ -272,37 +276,65 @@ def run_analysis(folder: Path, name: str, jobs: int, overrides: dict) -> dict:
                              params={**schema_defaults()[name], **overrides.get(name, {})},
                              seed=0, n_jobs=jobs)
     wall = time.perf_counter() - start
+    # joblib's workers (the probes') idle on for minutes, and this process' exit waits for them
+    get_reusable_executor().shutdown(wait=True)
     return {"wall": wall, "peak_gib": status_gib("VmHWM"), "anon_gib": anon.peak,
+            "workers_anon_gib": anon.workers,
             "summary": summarise(name, table)}
 
 
-def status_gib(field: str) -> float:
-    """A memory field of ``/proc/self/status`` in GiB (``VmHWM``: peak RSS since exec).
+def status_gib(field: str, pid: int | str = "self") -> float:
+    """A memory field of ``/proc/<pid>/status`` in GiB (``VmHWM``: peak RSS since exec); 0 for
+    a process that has ended.
 
     ``ru_maxrss`` would not do for the peak: Linux carries the parent's peak over a spawn's
     fork and exec.
     """
-    for line in Path("/proc/self/status").read_text().splitlines():
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0.0 if pid != "self" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    for line in lines:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 2**20  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # not Linux
+    return 0.0
+
+
+def descendants() -> list[str]:
+    """Process ids of this process' children, their children, and so on (Linux)."""
+    found, todo = [], [str(os.getpid())]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                pids = children.read_text().split()
+            except OSError:  # ended meanwhile
+                continue
+            found += pids
+            todo += pids
+    return found
 
 
 class AnonPeak:
     """Largest ``RssAnon`` seen every 50 ms while the block runs: the memory the analysis
     allocates, without the pages of the memory-mapped layers that ``VmHWM`` also counts
-    (clean file pages, which the kernel drops under pressure)."""
+    (clean file pages, which the kernel drops under pressure); ``workers``: the largest sum of
+    ``RssAnon`` over the processes it started (the probes' joblib workers), which its own
+    figures do not hold."""
 
     def __init__(self, every_s: float = 0.05):
-        self.every_s, self.peak = every_s, 0.0
+        self.every_s, self.peak, self.workers = every_s, 0.0, 0.0
         self._stop = threading.Event()
+
+    def _sample(self):
+        self.peak = max(self.peak, status_gib("RssAnon"))
+        self.workers = max(self.workers, sum(status_gib("RssAnon", pid) for pid in descendants()))
 
     def _watch(self):
         while not self._stop.wait(self.every_s):
-            self.peak = max(self.peak, status_gib("RssAnon"))
+            self._sample()
 
     def __enter__(self):
-        self.peak = status_gib("RssAnon")
+        self._sample()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         return self
@@ -310,7 +342,7 @@ class AnonPeak:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, status_gib("RssAnon"))
+        self._sample()
 
 
 def summarise(name: str, table: pd.DataFrame) -> str:
@@ -363,6 +395,7 @@ def arm_analyses(folders: dict, quarter: dict, names: Sequence[str], spans: Sequ
             lines += [bench(f"{name}_{span}_s", full["wall"]),
                       bench(f"{name}_{span}_peak_gib", full["peak_gib"]),
                       bench(f"{name}_{span}_peak_anon_gib", full["anon_gib"]),
+                      bench(f"{name}_{span}_peak_workers_anon_gib", full["workers_anon_gib"]),
                       bench(f"{name}_{span}_growth",
                             math.log(full["wall"] / small["wall"]) / math.log(4))]
     return lines + [bench("total_s", total), bench("target_total_s", TARGET_TOTAL_S),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import warnings
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -420,3 +422,58 @@ def test_the_probe_takes_a_gpu_only_when_the_job_was_given_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert linear_probe.device().type == "cpu"
+
+
+class _Watched(dict):
+    """Layers that record, at each read, how many earlier reads' copies are still alive."""
+
+    def __init__(self, layers):
+        super().__init__(layers)
+        self.copies, self.alive = [], []
+
+    def __getitem__(self, key):
+        gc.collect()
+        self.alive.append(sum(ref() is not None for ref in self.copies))
+        X = dict.__getitem__(self, key).copy()
+        self.copies.append(weakref.ref(X))
+        return X
+
+
+def test_layers_are_read_one_at_a_time_and_lazily_give_the_same_table():
+    """The workflow passes a lazy selection (subsample.take) of memory-mapped layers: each
+    layer is copied when its probes start and let go after, and the table is bitwise the one
+    of the layers' rows copied up front, in one process and in two."""
+    rng = np.random.default_rng(5)
+    X, labels = separable(n_per_class=30, dims=8)
+    n = len(labels)
+    layers = _Watched({f"layer.{i}": np.vstack([X + rng.normal(0, 1.0 + i, X.shape),
+                                                np.full((5, 8), np.nan)]) for i in range(5)})
+    keep = np.arange(n)  # the unlabelled rows (NaN here) are left out
+    labels_df = pd.DataFrame({"word": labels})
+    settings = dict(label_columns="word", model="m", span="word", pooling="mean", folds=3,
+                    progress=False)
+    lazy = subsample.take(layers, keep)
+    one = probe_table(lazy, labels_df, n_jobs=1, **settings)
+    assert len(layers.alive) == 5 and max(layers.alive) <= 1  # read once each, when used
+    copied = {name: dict.__getitem__(layers, name)[keep] for name in layers}
+    pd.testing.assert_frame_equal(one, probe_table(copied, labels_df, n_jobs=1, **settings),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(one, probe_table(lazy, labels_df, n_jobs=2, **settings),
+                                  check_exact=True)
+
+
+def test_a_bad_layer_is_named_when_it_is_read():
+    """Shapes are checked before any probe, values when the layer is read: same messages."""
+    X, labels = separable(n_per_class=10, dims=4)
+    labels_df = pd.DataFrame({"word": labels})
+    settings = dict(label_columns="word", model="m", span="word", pooling="mean", folds=3,
+                    progress=False)
+    with pytest.raises(ValueError, match="same rows"):
+        probe_table({"a": X, "b": X[1:]}, labels_df, **settings)
+    with pytest.raises(ValueError, match=r"layers\['b'\] must be a 2-D array"):
+        probe_table({"a": X, "b": X[:, 0]}, labels_df, **settings)
+    bad = X.copy()
+    bad[3, 1] = np.inf
+    with pytest.raises(ValueError, match=r"layers\['b'\] contains NaN or infinity"):
+        probe_table(subsample.take({"a": X, "b": bad}, np.arange(len(X))[::-1]), labels_df,
+                    **settings)

@@ -92,7 +92,7 @@ from layerwise.analyses.validation import (
     check_int,
     check_label_frame,
     check_labels,
-    check_layers,
+    check_layer,
     check_matrix,
 )
 from layerwise.logs import progress_bar
@@ -540,6 +540,12 @@ def _evaluate_layer(
             torch.set_num_threads(threads)
 
 
+def _evaluate_stored(layers: Mapping[str, np.ndarray], layer: str, plans: list[_Plan | None],
+                     **options) -> list[np.ndarray | None]:
+    """:func:`_evaluate_layer` of layer ``layer`` of ``layers``, read and checked here."""
+    return _evaluate_layer(check_layer(layers, layer, min_rows=2), plans, **options)
+
+
 def _summary(scores: np.ndarray | None) -> list[tuple]:
     """(metric, mean, std, ci_low, ci_high, chance, folds) per metric."""
     if scores is None:
@@ -706,8 +712,10 @@ def probe_table(
 
     Parameters
     ----------
-    layers : dict of str to array-like of shape (n_samples, n_features)
-        Layer name -> representations; all layers share the same rows.
+    layers : mapping of str to array-like of shape (n_samples, n_features)
+        Layer name -> representations; all layers share the same rows. Read one layer at a
+        time, when its probes start: a lazy mapping (:func:`layerwise.analyses.subsample.take`)
+        is never copied whole.
     labels_df : pandas.DataFrame of n_samples rows
         One column per label (string values), plus the ``group`` column if used.
     label_columns : sequence of str or str
@@ -774,8 +782,7 @@ def probe_table(
     ...             progress=False).shape
     (2, 17)
     """
-    layers = check_layers(layers, min_rows=2)
-    n_rows = next(iter(layers.values())).shape[0]
+    n_rows = subsample.shared_rows(layers, min_rows=2)  # shapes only: no layer is read yet
     labelings = check_label_frame(labels_df, label_columns=label_columns, n_rows=n_rows)
     folds = _check_options(probe, folds, max_dims, pca_on, solver)
     min_count = check_int(min_count, "min_count", low=1)
@@ -800,16 +807,18 @@ def probe_table(
     limits = [(min_count, max_classes) if name in limited else (np.nan, np.nan) for name in names]
     if solver == "torch" and probe == "logreg" and linear_probe.device().type == "cuda":
         n_jobs = 1  # the GPU is the parallelism; one process holds it
-    # Each layer is passed as an argument, so joblib memory-maps it for the workers
-    # instead of pickling the whole dict per task.
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_evaluate_layer)(X, plans, probe=probe, max_dims=max_dims, pca_on=pca_on, seed=seed,
-                                 solver=solver)
-        for X in layers.values()
+    # One task per layer, which reads its layer itself (check_layer): a lazy mapping copies the
+    # rows of one layer at a time, and in a worker process, so that a memory-mapped layer is
+    # passed by its file name (joblib), never copied whole into this process or a temporary
+    # file; with the generator and ``pre_dispatch`` only the tasks in flight are held.
+    results = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="n_jobs")(
+        delayed(_evaluate_stored)(subsample.only(layers, layer), layer, plans, probe=probe,
+                                  max_dims=max_dims, pca_on=pca_on, seed=seed, solver=solver)
+        for layer in layers
     )
     bar = progress_bar(results, progress=progress, desc="probes", total=len(layers))
     rows = [
-        (model, layer, span, pooling, name, probe, *entry, *counts, *limit)
+        (model, str(layer), span, pooling, name, probe, *entry, *counts, *limit)
         for layer, layer_scores in zip(layers, bar, strict=True)
         for name, scores, counts, limit in zip(names, layer_scores, used, limits, strict=True)
         for entry in _summary(scores)

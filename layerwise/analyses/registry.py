@@ -120,15 +120,13 @@ def rows_with_labels(index: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
     return np.flatnonzero(known)
 
 
-def _labeled(rows: Rows, *, lazy: bool):
-    """Layers and index restricted to the rows with known labels; ``lazy``: rows are read
-    only when used, one layer at a time, so a memory-mapped pooled folder is never copied."""
+def _labeled(rows: Rows):
+    """Layers and index restricted to the rows with known labels, lazily: rows are read only
+    when used, one layer at a time, so a memory-mapped pooled folder is never copied whole."""
     from layerwise.analyses import subsample
 
     keep = rows_with_labels(rows.index, rows.labels)
-    layers = (subsample.take(rows.layers, keep) if lazy
-              else {k: v[keep] for k, v in rows.layers.items()})
-    return layers, rows.index.iloc[keep].reset_index(drop=True)
+    return subsample.take(rows.layers, keep), rows.index.iloc[keep].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- the analyses
@@ -184,7 +182,7 @@ def probes(rows: Rows, *, probe, solver, folds, group, fallback_group, min_count
     classes; corpus labels (speaker, gender) keep every class."""
     from layerwise.analyses.probes import probe_table
 
-    layers, index = _labeled(rows, lazy=False)
+    layers, index = _labeled(rows)
     return probe_table(layers, index, label_columns=rows.labels, seed=rows.seed, probe=probe,
                        solver=solver, folds=folds, min_count=min_count, max_classes=max_classes,
                        limited=[c for c in UNIT_LABELS[rows.span] if c in rows.labels],
@@ -198,7 +196,7 @@ def convexity(rows: Rows, *, k, max_pairs, max_rows, min_count, max_classes,
               progress: bool = True) -> pd.DataFrame:
     from layerwise.analyses.convexity import convexity_table
 
-    layers, index = _labeled(rows, lazy=True)
+    layers, index = _labeled(rows)
     limited = [c for c in UNIT_LABELS[rows.span] if c in rows.labels]
     return convexity_table(layers, index, label_columns=rows.labels, limited=limited,
                            seed=rows.seed, k=k, max_pairs=max_pairs, max_rows=max_rows,
@@ -211,7 +209,7 @@ def clustering(rows: Rows, *, n_clusters, held_out, group,
                progress: bool = True) -> pd.DataFrame:
     from layerwise.analyses.clustering import clustering_table
 
-    layers, index = _labeled(rows, lazy=True)
+    layers, index = _labeled(rows)
     return clustering_table(layers, index, label_columns=rows.labels, seed=rows.seed,
                             n_clusters=n_clusters, held_out=held_out, group=group,
                             progress=progress, **rows.context)

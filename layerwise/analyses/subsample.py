@@ -37,9 +37,9 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from layerwise.analyses.validation import check_int
+from layerwise.analyses.validation import check_int, check_layer_shapes
 
-__all__ = ["IDENTITY", "Taken", "kept_classes", "rows", "shared_rows", "take"]
+__all__ = ["IDENTITY", "Taken", "kept_classes", "only", "rows", "shared_rows", "take"]
 
 #: Index columns that identify a unit (those present are hashed).
 IDENTITY = ("utt_id", "start_s", "end_s")
@@ -161,21 +161,21 @@ def take(layers: Mapping[str, np.ndarray], rows: np.ndarray) -> Mapping[str, np.
     return Taken(layers, rows)
 
 
-def shared_rows(layers: Mapping[str, np.ndarray], *, name: str = "layers") -> int:
-    """The row count every layer shares, from shapes only (a :class:`Taken` is not read)."""
-    if not isinstance(layers, Mapping) or len(layers) == 0:
-        raise ValueError(f"{name} must be a non-empty dict of layer name -> 2-D array")
+def only(layers: Mapping[str, np.ndarray], key: str) -> Mapping[str, np.ndarray]:
+    """``{key: layer}``, as lazy as ``layers`` (of a :class:`Taken`: still unread), for a worker
+    process that reads its layer itself: joblib passes a memory-mapped layer by file name."""
     if isinstance(layers, Taken):
-        return len(layers.rows)
-    shapes = {key: np.shape(X) for key, X in layers.items()}
-    for key, shape in shapes.items():
-        if len(shape) != 2:
-            raise ValueError(f"{name}[{key!r}] must be a 2-D array of shape (n_samples, "
-                             f"n_features), got shape {shape}")
-    n_rows = {shape[0] for shape in shapes.values()}
-    if len(n_rows) != 1:
-        raise ValueError(f"all matrices in {name} must have the same rows, got {sorted(n_rows)}")
-    return n_rows.pop()
+        return Taken({key: layers.layers[key]}, layers.rows)
+    return {key: layers[key]}
+
+
+def shared_rows(layers: Mapping[str, np.ndarray], *, name: str = "layers",
+                min_rows: int = 1) -> int:
+    """The row count every layer shares, from shapes only (a :class:`Taken` is not read); the
+    rule is :func:`layerwise.analyses.validation.check_layer_shapes`."""
+    shapes = ({key: (len(layers.rows), *np.shape(X)[1:]) for key, X in layers.layers.items()}
+              if isinstance(layers, Taken) else None)
+    return check_layer_shapes(layers, name, min_rows=min_rows, shapes=shapes)
 
 
 def kept_classes(labels, *, min_count: int, max_classes: int) -> np.ndarray:

@@ -23,22 +23,27 @@ def check_matrix(X, name: str = "X", *, min_rows: int = 1, min_cols: int = 1,
     arr = np.asarray(X)
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{name} must contain real numbers, got an array of dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array of shape (n_samples, n_features), got shape {arr.shape}"
-        )
+    check_shape(arr.shape, name, min_rows=min_rows, min_cols=min_cols)
     if float64 or arr.dtype.kind != "f":
         arr = arr.astype(np.float64, copy=False)
     elif arr.dtype == np.float16:
         arr = arr.astype(np.float32)
-    if arr.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows, got {arr.shape[0]}")
-    if arr.shape[1] < min_cols:
-        raise ValueError(f"{name} needs at least {min_cols} feature columns, got shape "
-                         f"{arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinity")
     return arr
+
+
+def check_shape(shape: tuple[int, ...], name: str = "X", *, min_rows: int = 1,
+                min_cols: int = 1) -> None:
+    """The shape rule of :func:`check_matrix` alone: what can be checked without the values."""
+    if len(shape) != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_features), got shape {shape}"
+        )
+    if shape[0] < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} rows, got {shape[0]}")
+    if shape[1] < min_cols:
+        raise ValueError(f"{name} needs at least {min_cols} feature columns, got shape {shape}")
 
 
 def check_pair(X, Y, *, min_samples: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -56,15 +61,37 @@ def check_pair(X, Y, *, min_samples: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_layers(layers, name: str = "layers", *, min_rows: int = 1) -> dict[str, np.ndarray]:
-    """A non-empty ``{layer name: (n, d) matrix}`` mapping whose matrices share their rows."""
+    """A non-empty ``{layer name: (n, d) matrix}`` mapping whose matrices share their rows
+    (every layer read at once; :func:`check_layer_shapes` and :func:`check_layer` check them
+    one at a time)."""
+    checked = ({str(k): check_layer(layers, k, name, min_rows=min_rows) for k in layers}
+               if isinstance(layers, Mapping) else layers)  # else check_layer_shapes says so
+    check_layer_shapes(checked, name, min_rows=min_rows)
+    return checked
+
+
+def check_layer_shapes(layers, name: str = "layers", *, min_rows: int = 1,
+                       shapes: Mapping[str, tuple[int, ...]] | None = None) -> int:
+    """The row count every layer of a non-empty mapping shares, checked from the shapes alone
+    (``shapes``, by default those of the layers), so that a lazy mapping of layers
+    (:class:`layerwise.analyses.subsample.Taken`) is not read; the values are
+    :func:`check_layer`'s."""
     if not isinstance(layers, Mapping) or len(layers) == 0:
         raise ValueError(f"{name} must be a non-empty dict of layer name -> 2-D array")
-    out = {str(k): check_matrix(X, f"{name}[{k!r}]", min_rows=min_rows)
-           for k, X in layers.items()}
-    n_rows = {arr.shape[0] for arr in out.values()}
+    if shapes is None:
+        shapes = {key: np.shape(X) for key, X in layers.items()}
+    for key, layer_shape in shapes.items():
+        check_shape(layer_shape, f"{name}[{key!r}]", min_rows=min_rows)
+    n_rows = {layer_shape[0] for layer_shape in shapes.values()}
     if len(n_rows) != 1:
         raise ValueError(f"all matrices in {name} must have the same rows, got {sorted(n_rows)}")
-    return out
+    return n_rows.pop()
+
+
+def check_layer(layers: Mapping, key, name: str = "layers", *, min_rows: int = 1) -> np.ndarray:
+    """Layer ``key`` of ``layers`` read and checked (:func:`check_matrix`), named as
+    :func:`check_layers` names it."""
+    return check_matrix(layers[key], f"{name}[{key!r}]", min_rows=min_rows)
 
 
 def check_labels(labels, *, n_rows: int, name: str = "labels") -> np.ndarray:
