@@ -78,7 +78,6 @@ from benchmarks.bench_analysis import (  # noqa: E402
     note,
     schema_defaults,
 )
-from benchmarks.schema import SCHEMA  # noqa: E402
 from layerwise import analyses  # noqa: E402
 from layerwise.analyses import subsample  # noqa: E402
 from layerwise.io import pooled  # noqa: E402

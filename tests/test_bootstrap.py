@@ -17,7 +17,6 @@ import pytest
 
 import layerwise.analyses.similarity as sim
 from benchmarks import schema
-from layerwise.analyses.similarity.gram import _GramComputation
 from layerwise.analyses.similarity import (
     METRICS,
     UndefinedSimilarityWarning,
@@ -26,6 +25,7 @@ from layerwise.analyses.similarity import (
     mutual_knn,
     similarity_table,
 )
+from layerwise.analyses.similarity.gram import _GramComputation
 
 #: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
 similarity_table = schema.with_defaults(similarity_table, "similarity", max_rows=None)
