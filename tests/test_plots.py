@@ -446,3 +446,15 @@ def render_all(out_dir: Path) -> list[Path]:
 if __name__ == "__main__":
     for p in render_all(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/plots_preview")):
         print(p)
+
+
+def test_layer_heatmaps_say_the_rows_behind_each_metric(tmp_path, tables):
+    """The exact metrics stand on every row and cka_rbf / mutual_knn on a sample: each panel
+    says its own n."""
+    sim = tables["similarity"].copy()
+    sim = sim[(sim["model_a"] == SMALL) & sim["metric"].isin(["cka_linear", "cka_rbf"])]
+    sim["n_rows"] = np.where(sim["metric"] == "cka_rbf", 3000, 54000)
+    _, fig = plots.layer_heatmaps(sim, tmp_path / "sim.png", corpus=CORPUS, model=SMALL,
+                                  span=SPAN, pooling=POOLING, return_fig=True)
+    titles = sorted(ax.get_title() for ax in plots.panel_axes(fig))
+    assert titles == ["RBF CKA\nn = 3,000", "linear CKA\nn = 54,000"]

@@ -121,7 +121,10 @@ def _heatmaps(d: pd.DataFrame, out, ttl: str, *, ylabel: str, xlabel: str,
         any_nan |= bool(np.isnan(M).any())
         im = ax.imshow(np.ma.masked_invalid(M), origin="lower", cmap=cmap, vmin=0.0, vmax=1.0,
                        interpolation="nearest", aspect="auto")
-        ax.set_title(style.SIMILARITY_METRICS.get(metric, metric))
+        # the exact metrics stand on every row, cka_rbf / mutual_knn on a sample: n per panel
+        rows_behind = d.loc[d["metric"] == metric, "n_rows"] if "n_rows" in d.columns else []
+        ax.set_title("\n".join(filter(None, [style.SIMILARITY_METRICS.get(metric, metric),
+                                              style.n_label(rows_behind)])))
         style.set_layer_ticks(ax, cols, "x")
         style.set_layer_ticks(ax, rows, "y")
         for b in style.layer_group_boundaries(cols):
