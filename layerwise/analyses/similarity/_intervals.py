@@ -110,9 +110,9 @@ class _HalfSamples:
     """Half-samples drawn without replacement: half of the units (clusters, rows, or
     blocks of them: :func:`_resampling_units`), whole.
 
-    ``rows[h]`` are the rows of half-sample ``h``, ``chosen[h]`` a mask of its units.  ``variance_factor = k / (G - k)``
-    scales the spread of half-sample values to the variance of the full-sample value
-    (delete-d jackknife with ``k = G // 2`` of ``G`` clusters kept; Shao and Wu, 1989).
+    ``rows[h]`` are the rows of half-sample ``h``, ``chosen[h]`` a mask of its units.
+    ``variance_factor = k / (G - k)`` scales the spread of half-sample values to the
+    variance of the full-sample value (delete-d jackknife with ``k = G // 2`` of ``G`` clusters kept; Shao and Wu, 1989).
     A half-sample of ``m`` rows is an iid sample of size ``m`` (unconditionally), so an
     O(1/n) bias ``c/n`` appears in the half-sample mean as ``c mean(1/m)``: the full
     sample's bias is ``(mean_h θ_h - θ̂) · bias_scale`` with

@@ -44,7 +44,7 @@ from layerwise.analyses.similarity.cca import _n_kept, _projection_weights, _top
 #: Metrics computed exactly over all rows by this module.
 EXACT_METRICS = frozenset({"cka_linear", "cka_debiased", "cosine", "svcca", "pwcca"})
 
-# Accumulated cross-product blocks held at once by ``_block_norms`` (1 GiB of float64).
+# Per-unit cross-products held at once by ``_block_norms`` (1 GiB of float64).
 _BLOCK_ELEMENTS = 1 << 27
 # Rows per chunk are sized so that one chunk of all layers' columns, in float64, holds
 # about this many values (128 MiB).
@@ -148,6 +148,7 @@ class _GramComputation(_MetricResults):
         self.side_b = self.side_a if mats_b is None else _Layers(mats_b, self.chunk)
         self._init_results(labels_a, labels_b, metrics, same=mats_b is None, n=self.side_a.n,
                            n_boot=n_boot, seed=seed, codes=codes)
+        self.unit_rows = self._unit_rows()
 
     # -- driver ------------------------------------------------------------------------
 
@@ -202,7 +203,7 @@ class _GramComputation(_MetricResults):
         R = counts.shape[0]
         shape = (R, len(first.mats), len(second.mats))
         n11, n12, n22 = (np.full(shape, np.nan) for _ in range(3))
-        units = self._unit_rows()
+        units = self.unit_rows
         squared = counts * counts
         groups = _pair_groups(pairs, first.dims, second.dims, len(units))
         bar = tqdm(total=len(groups) * len(units), desc="cross-products by unit",
@@ -337,7 +338,6 @@ class _GramComputation(_MetricResults):
 
         self_a = self_term(A, a1A, a2A, totA, self_norms[0])
         self_b = self_a if self.same else self_term(B, a1B, a2B, totB, self_norms[1])
-        cross = cross.copy()
         if self.same:
             np.fill_diagonal(cross, self_a)
         u = _cka_ratio(cross, self_a, self_b)
@@ -366,7 +366,7 @@ class _GramComputation(_MetricResults):
         A sample is a union of units, so its covariance is a sum of the units' moments
         (``Σ x̃``, ``Σ x̃ x̃ᵀ`` of rows centred by the layer's mean): each layer is read once
         for the sample and all half-samples, held as K · d² values."""
-        units = self._unit_rows()
+        units = self.unit_rows
         sizes = np.array([_length(rows) for rows in units])
         out = [[None] * len(side.mats) for _ in samples]
         for a, d in enumerate(side.dims):
