@@ -136,3 +136,94 @@ def test_table_reports_a_range_over_trials_not_an_interval():
     assert row.trial_min <= row.value <= row.trial_max and row.n_trials == 3
     assert "ci_low" not in table.columns
     assert isinstance(table, pd.DataFrame)
+
+
+def ridge_heldout_pwcca(X, Y, *, n_trials, seed, epsilons):
+    """Pasad et al.'s protocol written out: per trial a 60/20/20 split, ridge CCA by whitening
+    ``cov / mean variance + ε I`` of the training rows for each ε, the ε of best dev PWCCA,
+    its PWCCA on the test rows (:func:`morcos_pwcca`'s weights, on the layer's neurons)."""
+    scores = []
+    for t in range(n_trials):
+        idx = np.arange(len(X))
+        train, rest = train_test_split(idx, test_size=0.4, random_state=seed + t)
+        dev, test = train_test_split(rest, test_size=0.5, random_state=seed + t)
+        Xt, Yt = X[train] - X[train].mean(0), Y[train] - Y[train].mean(0)
+        n = len(train)
+        Sxx, Syy = Xt.T @ Xt / (n - 1), Yt.T @ Yt / (n - 1)
+        fits = []
+        for eps in epsilons:
+            Wx = _inv_sqrt(Sxx / np.trace(Sxx) * len(Sxx) + eps * np.eye(len(Sxx)))
+            Wy = _inv_sqrt(Syy / np.trace(Syy) * len(Syy) + eps * np.eye(len(Syy)))
+            sx, sy = np.sqrt(np.trace(Sxx) / len(Sxx)), np.sqrt(np.trace(Syy) / len(Syy))
+            U, _, Vt = np.linalg.svd(Wx @ (Xt.T @ Yt / (n - 1) / (sx * sy)) @ Wy)
+            c = min(X.shape[1], Y.shape[1])
+            fits.append((Wx @ U[:, :c] / sx, Wy @ Vt[:c].T / sy))
+
+        def score(rows, fit, train=train):
+            H = (X[rows] - X[train].mean(0)) @ fit[0]
+            G = (Y[rows] - Y[train].mean(0)) @ fit[1]
+            H, G = H - H.mean(0), G - G.mean(0)
+            rho = (H * G).sum(0) / (np.linalg.norm(H, axis=0) * np.linalg.norm(G, axis=0))
+            H = H / np.linalg.norm(H, axis=0)
+            alpha = np.abs(H.T @ (X[rows] - X[rows].mean(0))).sum(1)
+            return float(alpha @ rho / alpha.sum())
+
+        best = max(fits, key=lambda fit: score(dev, fit))
+        scores.append(score(test, best))
+    return np.array(scores)
+
+
+def test_table_equals_the_protocol_written_out_layer_by_layer():
+    """The table shares the target's and each layer's training SVDs across layers and ε: its
+    values are those of the protocol fitted from scratch for every (layer, trial, ε), on the
+    selected rows of each layer."""
+    rng = np.random.default_rng(7)
+    n, keep = 400, rng.random(400) < 0.8
+    Y = rng.standard_normal((keep.sum(), 6))
+    layers = {f"layer.{i}": rng.standard_normal((n, 9)) * rng.uniform(0.2, 5, 9) for i in range(3)}
+    for i, X in enumerate(layers.values()):
+        X[keep, :6] += (1 + i) * Y @ rng.standard_normal((6, 6))
+    table = cca_targets.cca_table(layers, Y, target_name="mel", model="m", span="frame",
+                                  n_trials=3, seed=5, rows=np.flatnonzero(keep), progress=False)
+    for row in table.itertuples():
+        expected = ridge_heldout_pwcca(layers[row.layer][keep], Y, n_trials=3, seed=5,
+                                       epsilons=cca_targets.EPSILONS)
+        assert (row.value, row.trial_min, row.trial_max) == pytest.approx(
+            (expected.mean(), expected.min(), expected.max()), abs=1e-9)
+    with pytest.raises(ValueError, match="target has 10 rows"):
+        cca_targets.cca_table(layers, Y[:10], target_name="mel", model="m", span="frame",
+                              n_trials=1, rows=np.flatnonzero(keep), progress=False)
+
+
+def test_directions_path_equals_one_fit_per_epsilon():
+    from layerwise.analyses.similarity import PrincipalBasis, cca_directions, cca_directions_path
+
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((120, 7))
+    Y = X[:, :4] @ rng.standard_normal((4, 5)) + rng.standard_normal((120, 5))
+    path = cca_directions_path(PrincipalBasis.of(X), PrincipalBasis.of(Y), [0.0, 0.01, 1.0])
+    for fit, eps in zip(path, [0.0, 0.01, 1.0], strict=True):
+        one = cca_directions(X, Y, epsilon=eps)
+        for a, b in zip(fit.__dict__.values(), one.__dict__.values(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    flat = cca_directions_path(PrincipalBasis.of(np.ones((5, 2))), PrincipalBasis.of(Y[:5]), [0.1])
+    assert flat[0].x.shape == (2, 0) and flat[0].correlations.size == 0
+
+
+def test_held_out_variate_constant_on_new_rows_is_left_out():
+    """A variate that does not vary on the scored rows (here: x's third neuron is constant on
+    them) has no correlation and no direction; Morcos' PWCCA over the others, written out."""
+    from layerwise.analyses.similarity import CCADirections, UndefinedSimilarityWarning
+
+    rng = np.random.default_rng(9)
+    X, Y = rng.standard_normal((60, 3)), rng.standard_normal((60, 3))
+    X[:, 2] = 4.0
+    Y[:, :2] += X[:, :2]
+    fit = CCADirections(np.zeros(3), np.zeros(3), np.eye(3), np.eye(3), np.ones(3))
+    H, G = X[:, :2] - X[:, :2].mean(0), Y[:, :2] - Y[:, :2].mean(0)
+    rho = (H * G).sum(0) / (np.linalg.norm(H, axis=0) * np.linalg.norm(G, axis=0))
+    alpha = np.abs((H / np.linalg.norm(H, axis=0)).T @ (X - X.mean(0))).sum(1)
+    got = cca_targets.pwcca_projected(X, Y, fit)
+    assert got == pytest.approx(float(alpha @ rho / alpha.sum()), abs=1e-12)
+    with pytest.warns(UndefinedSimilarityWarning, match="no canonical variate varies"):
+        assert np.isnan(cca_targets.pwcca_projected(np.ones((60, 3)), Y, fit))

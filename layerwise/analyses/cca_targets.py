@@ -27,6 +27,8 @@ in practice the target (80 mel bins, or fewer word/phone types than the layer's 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -34,11 +36,14 @@ from sklearn.model_selection import train_test_split
 
 from layerwise.analyses.similarity import (
     CCADirections,
+    HeldOutRows,
+    PrincipalBasis,
     UndefinedSimilarityWarning,
-    cca_directions,
+    cca_directions_path,
     projected_pwcca,
 )
-from layerwise.analyses.validation import check_int, check_layers, check_matrix
+from layerwise.analyses.similarity._parallel import _for_each_layer
+from layerwise.analyses.validation import check_int, check_layer_shapes, check_matrix
 from layerwise.logs import progress_bar
 
 EPSILONS = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -69,10 +74,31 @@ def fit_cca(X: np.ndarray, Y: np.ndarray, epsilon: float) -> CCADirections:
     Each side is divided by its root mean variance, so that ε is relative; CCA and
     PWCCA do not depend on that scale.  Project rows with :func:`pwcca_projected`.
     """
-    sx, sy = _rms(X), _rms(Y)
-    fit = cca_directions(X / sx, Y / sy, epsilon=epsilon)
-    return CCADirections(fit.mean_x * sx, fit.mean_y * sy, fit.x / sx, fit.y / sy,
-                         fit.correlations)
+    return _fit_path(_Side.of(np.array(X, dtype=np.float64)),
+                     _Side.of(np.array(Y, dtype=np.float64)), [epsilon])[0]
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side's training rows, divided by their root mean variance, as CCA needs them."""
+
+    scale: float
+    basis: PrincipalBasis
+
+    @classmethod
+    def of(cls, A: np.ndarray) -> _Side:
+        """Of float64 rows ``A``, which it overwrites (one copy fewer of n × d)."""
+        scale = _rms(A)
+        A /= scale
+        return cls(scale, PrincipalBasis.of(A))
+
+
+def _fit_path(x: _Side, y: _Side, epsilons) -> list[CCADirections]:
+    """:func:`fit_cca` at each ε, on the sides' shared bases (back in the rows' own scale)."""
+    sx, sy = x.scale, y.scale
+    return [CCADirections(fit.mean_x * sx, fit.mean_y * sy, fit.x / sx, fit.y / sy,
+                          fit.correlations)
+            for fit in cca_directions_path(x.basis, y.basis, epsilons)]
 
 
 def _side(weighted_side: str, n_layer: int, n_target: int) -> str:
@@ -94,29 +120,62 @@ def heldout_pwcca(X: np.ndarray, Y: np.ndarray, *, strata: np.ndarray | None = N
                   n_trials: int = 3, seed: int = 0, epsilons=EPSILONS,
                   weighted_side: str = "layer") -> tuple[float, float, float]:
     """Mean held-out PWCCA over trials and its range: ``(mean, trial_min, trial_max)``."""
-    X = np.asarray(X, dtype=np.float64)
+    scores = _heldout_scores({"X": X}, Y, strata=strata, n_trials=n_trials, seed=seed,
+                             epsilons=epsilons, weighted_side=weighted_side)["X"]
+    return float(scores.mean()), float(scores.min()), float(scores.max())
+
+
+def _split(n: int, strata: np.ndarray | None, seed: int):
+    """Train, dev and test rows (60 / 20 / 20 %, stratified where every class allows it)."""
+    idx = np.arange(n)
+    train, rest = train_test_split(idx, test_size=0.4, random_state=seed,
+                                   stratify=_safe_strata(strata, idx))
+    dev, test = train_test_split(rest, test_size=0.5, random_state=seed,
+                                 stratify=_safe_strata(strata, rest))
+    return train, dev, test
+
+
+def _heldout_scores(layers: Mapping[str, np.ndarray], Y: np.ndarray, *, strata, n_trials: int,
+                    seed: int, epsilons, weighted_side: str, rows: np.ndarray | None = None,
+                    bar=None) -> dict[str, np.ndarray]:
+    """Each layer's held-out PWCCA with ``Y`` in each trial, ``{name: (n_trials,)}``.
+
+    A trial's split does not depend on the layer, so the target's training basis is computed
+    once per trial and each layer's once per trial, for every ε of the grid; the layers of a
+    trial are scored side by side on the job's cores (``similarity._parallel``). ``rows`` selects
+    the rows of every layer that ``Y`` describes (read one layer at a time; None: all).
+    """
     Y = np.asarray(Y, dtype=np.float64)
-    _side(weighted_side, X.shape[1], Y.shape[1])
-    scores = []
+    names = list(layers)
+    scores = {name: np.empty(n_trials) for name in names}
     for t in range(n_trials):
-        rs = seed + t
-        idx = np.arange(len(X))
-        train, rest = train_test_split(idx, test_size=0.4, random_state=rs,
-                                       stratify=_safe_strata(strata, idx))
-        dev, test = train_test_split(rest, test_size=0.5, random_state=rs,
-                                     stratify=_safe_strata(strata, rest))
-        best, best_dev = None, -np.inf
+        train, dev, test = _split(len(Y), strata, seed + t)
+        target = _Side.of(Y[train])
+        # the target's own cross-products on the dev and test rows, shared by every layer
+        dev_yy, test_yy = HeldOutRows.gram(Y[dev]), HeldOutRows.gram(Y[test])
+
+        def score(i: int) -> None:
+            name = names[i]  # noqa: B023 (run within this trial)
+            # as stored (float32), each part in float64 when it is used
+            X = check_matrix(layers[name] if rows is None else layers[name][rows],
+                             f"layers[{name!r}]", min_rows=2)
+            weights = _side(weighted_side, X.shape[1], Y.shape[1])
+            on_dev = HeldOutRows.of(X[dev].astype(np.float64), Y[dev], dev_yy)  # noqa: B023
+            best, best_dev = None, -np.inf
+            fits = _fit_path(_Side.of(X[train].astype(np.float64)), target, epsilons)  # noqa: B023
+            for fit in fits:
+                dev_score = on_dev.pwcca(fit, weights)
+                if dev_score > best_dev:
+                    best, best_dev = fit, dev_score
+            scores[name][t] = np.nan if best is None else HeldOutRows.of(  # noqa: B023
+                X[test].astype(np.float64), Y[test], test_yy).pwcca(best, weights)  # noqa: B023
+
+        # one filter for the threads (warnings' filters are the process'): an undefined dev
+        # score (nan) is simply not chosen
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UndefinedSimilarityWarning)  # nan: not chosen
-            for eps in epsilons:
-                fit = fit_cca(X[train], Y[train], eps)
-                score = pwcca_projected(X[dev], Y[dev], fit, weighted_side=weighted_side)
-                if score > best_dev:
-                    best, best_dev = fit, score
-            scores.append(np.nan if best is None else
-                          pwcca_projected(X[test], Y[test], best, weighted_side=weighted_side))
-    s = np.array(scores)
-    return float(s.mean()), float(s.min()), float(s.max())
+            warnings.simplefilter("ignore", UndefinedSimilarityWarning)
+            _for_each_layer(score, len(names), bar)
+    return scores
 
 
 def _safe_strata(strata, idx):
@@ -136,20 +195,32 @@ def min_count_filter(labels: np.ndarray, min_count: int) -> np.ndarray:
     return np.array([lab in keep for lab in labels])
 
 
-def cca_table(layers: dict[str, np.ndarray], target: np.ndarray, *, target_name: str, model: str,
-              span: str, strata: np.ndarray | None = None, n_trials: int, seed: int = 0,
-              weighted_side: str = "layer", progress: bool = True) -> pd.DataFrame:
+def cca_table(layers: Mapping[str, np.ndarray], target: np.ndarray, *, target_name: str,
+              model: str, span: str, strata: np.ndarray | None = None, n_trials: int,
+              seed: int = 0, weighted_side: str = "layer", rows: np.ndarray | None = None,
+              progress: bool = True) -> pd.DataFrame:
     """Held-out PWCCA of every layer with ``target`` (one-hot labels or mel features).
 
-    Columns :data:`CCA_COLUMNS`: ``model, layer, span, target, metric, value, trial_min,
-    trial_max, n_trials`` (metric ``pwcca``; value the mean over trials).
+    ``rows``: the rows of each layer that ``target`` describes (None: all), taken one layer at
+    a time. Columns :data:`CCA_COLUMNS`: ``model, layer, span, target, metric, value,
+    trial_min, trial_max, n_trials`` (metric ``pwcca``; value the mean over trials).
+
+    Cost, for ``n`` rows, ``L`` layers of width ``d``, a target of ``c`` columns and ``T``
+    trials: ``T`` SVDs of the target's training rows (``n c²``), ``T·L`` of a layer's
+    (``n d²``), and per ε of the grid an SVD of ``d × c`` plus projections of the dev rows;
+    memory: one layer's rows and the target's training basis (``n c`` floats).
     """
-    layers = check_layers(layers, min_rows=2)
-    target = check_matrix(target, "target", min_rows=2)
     n_trials = check_int(n_trials, "n_trials", low=1)
-    rows = []
-    for name, X in progress_bar(layers.items(), progress=progress, desc=f"cca-{target_name}"):
-        mean, low, high = heldout_pwcca(X, target, strata=strata, n_trials=n_trials, seed=seed,
-                                        weighted_side=weighted_side)
-        rows.append((model, name, span, target_name, "pwcca", mean, low, high, n_trials))
-    return pd.DataFrame(rows, columns=list(CCA_COLUMNS))
+    target = check_matrix(target, "target", min_rows=2)
+    n_rows = check_layer_shapes(layers, min_rows=2)
+    if rows is not None:
+        n_rows = len(np.arange(n_rows)[rows])  # an index or a mask of the rows
+    if n_rows != len(target):
+        raise ValueError(f"target has {len(target)} rows, the layers' selected rows {n_rows}")
+    with progress_bar(None, total=n_trials * len(layers), progress=progress,
+                      desc=f"cca-{target_name}") as bar:
+        scores = _heldout_scores(layers, target, strata=strata, n_trials=n_trials, seed=seed,
+                                 epsilons=EPSILONS, weighted_side=weighted_side, rows=rows,
+                                 bar=bar)
+    return pd.DataFrame([(model, name, span, target_name, "pwcca", s.mean(), s.min(), s.max(),
+                          n_trials) for name, s in scores.items()], columns=list(CCA_COLUMNS))

@@ -234,7 +234,7 @@ def embed(rows: Rows, *, layers, methods, max_rows, progress: bool = True) -> pd
 
 
 #: CCA needs a target: the unit label (word/phone spans) or log-mel frames (frame span).
-@register("cca", spans=("word", "phone", "frame"))
+@register("cca", spans=("word", "phone", "frame"), parallel=True)
 def cca(rows: Rows, *, n_trials, min_count, progress: bool = True) -> pd.DataFrame:
     from layerwise.analyses import cca_targets
 
@@ -250,7 +250,7 @@ def cca(rows: Rows, *, n_trials, min_count, progress: bool = True) -> pd.DataFra
     if len(np.unique(labels[keep])) < 2:
         raise ValueError(f"CCA with {span} identity needs ≥ 2 {span} types with ≥ {min_count} "
                          "tokens (analysis.cca.min_count)")
-    return cca_targets.cca_table({k: v[keep] for k, v in rows.layers.items()},
-                                 cca_targets.one_hot(labels[keep]), target_name=span,
-                                 model=rows.model, span=span, strata=labels[keep],
-                                 n_trials=n_trials, seed=rows.seed, progress=progress)
+    return cca_targets.cca_table(rows.layers, cca_targets.one_hot(labels[keep]),
+                                 target_name=span, model=rows.model, span=span,
+                                 strata=labels[keep], n_trials=n_trials, seed=rows.seed,
+                                 rows=np.flatnonzero(keep), progress=progress)

@@ -17,7 +17,8 @@ Row-wise and neighbourhood
     :func:`cosine_matched`, :func:`mutual_knn`
 CCA family
     :func:`cca_correlations`, :func:`mean_squared_cca`, :func:`svcca`, :func:`pwcca`,
-    :func:`cca_directions` and :func:`projected_pwcca` (held-out PWCCA)
+    :func:`cca_directions`, :func:`cca_directions_path` (on shared :class:`PrincipalBasis`)
+    and :func:`projected_pwcca` (held-out PWCCA; :class:`HeldOutRows` scores many fits)
 Streaming (frame-level data that does not fit in memory)
     :class:`StreamingGram`, :class:`LinearCKAAccumulator`
 Uncertainty and tables
@@ -46,8 +47,11 @@ from layerwise.analyses.similarity._registry import METRICS, SYMMETRIC_METRICS, 
 from layerwise.analyses.similarity.bootstrap import bootstrap_ci
 from layerwise.analyses.similarity.cca import (
     CCADirections,
+    HeldOutRows,
+    PrincipalBasis,
     cca_correlations,
     cca_directions,
+    cca_directions_path,
     mean_squared_cca,
     projected_pwcca,
     pwcca,
@@ -70,12 +74,15 @@ __all__ = [
     "SYMMETRIC_METRICS",
     "TABLE_COLUMNS",
     "CCADirections",
+    "HeldOutRows",
+    "PrincipalBasis",
     "LinearCKAAccumulator",
     "StreamingGram",
     "UndefinedSimilarityWarning",
     "bootstrap_ci",
     "cca_correlations",
     "cca_directions",
+    "cca_directions_path",
     "cka_debiased",
     "cka_linear",
     "cka_rbf",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,7 +73,13 @@ def _canonical(
     canonical directions in each basis (``A``: r x c, ``B``: t x c), i.e. the SVD of
     ``Uxᵀ Uy`` (Björck and Golub, 1973), optionally shrunk by ``fx``, ``fy``.
     """
-    M = Ux.T @ Uy
+    return _canonical_of(Ux.T @ Uy, fx, fy)
+
+
+def _canonical_of(
+    M: FloatMatrix, fx: np.ndarray | None = None, fy: np.ndarray | None = None
+) -> tuple[np.ndarray, FloatMatrix, FloatMatrix]:
+    """:func:`_canonical` from ``M = UxᵀUy``, which does not depend on the shrinkage."""
     if fx is not None and fy is not None:
         M = fx[:, None] * M * fy[None, :]
     A, rho, Bt = np.linalg.svd(M, full_matrices=False)
@@ -385,12 +392,108 @@ def cca_directions(X: ArrayLike, Y: ArrayLike, *, epsilon: float = 0.0) -> CCADi
     """
     X, Y = check_pair(X, Y)
     epsilon = check_real(epsilon, "epsilon", low=0.0)
-    rho, x_side, y_side = _cca(X, Y, epsilon)
-    if rho.size == 0:
-        return CCADirections(_column_means(X), _column_means(Y), np.empty((X.shape[1], 0)),
-                             np.empty((Y.shape[1], 0)), rho)
-    return CCADirections(_column_means(X), _column_means(Y), _feature_directions(x_side),
-                         _feature_directions(y_side), rho)
+    return cca_directions_path(PrincipalBasis.of(X), PrincipalBasis.of(Y), [epsilon])[0]
+
+
+@dataclass(frozen=True)
+class PrincipalBasis:
+    """One side of a CCA, whatever the ridge ε: the column means of its rows, the centred rows
+    ``Xc`` and their principal basis ``Xc = U diag(s) Vt`` (``s``, ``Vt`` from the eigenvalues of
+    ``XcᵀXc``, truncated to the numerical rank as :func:`_top_eigen` does; ``U`` is not formed).
+
+    Why: held-out CCA fits every ε of a grid on the same training rows, and one target (word
+    identity) against every layer; the decompositions are shared by all those fits
+    (:func:`cca_directions_path`), and a d × d eigendecomposition costs a fraction of the
+    n × d SVD at n ≫ d.
+    """
+
+    mean: np.ndarray
+    centred: FloatMatrix
+    s: np.ndarray
+    Vt: FloatMatrix
+
+    @classmethod
+    def of(cls, X: FloatMatrix) -> PrincipalBasis:
+        """The basis of validated float64 rows ``X``."""
+        mean = _column_means(X)
+        centred = X - mean
+        top = _top_eigen(centred.T @ centred, None)
+        if top is None:  # no variance
+            return cls(mean, centred, np.empty(0), np.empty((0, X.shape[1])))
+        return cls(mean, centred, top[0], top[1].T)
+
+
+def cca_directions_path(
+    x: PrincipalBasis, y: PrincipalBasis, epsilons: Sequence[float]
+) -> list[CCADirections]:
+    """:func:`cca_directions` of the rows behind ``x`` and ``y`` at each ε of ``epsilons``
+    (validated, ≥ 0), from their bases: ``UxᵀUy = diag(1/sx) Vx XcᵀYc Vyᵀ diag(1/sy)`` is formed
+    once, and each ε costs one SVD of it."""
+    if x.s.size == 0 or y.s.size == 0:  # an input without variance: no directions
+        empty = CCADirections(x.mean, y.mean, np.empty((x.Vt.shape[1], 0)),
+                              np.empty((y.Vt.shape[1], 0)), np.empty(0))
+        return [empty for _ in epsilons]
+    n = x.centred.shape[0]
+    M = (x.Vt @ (x.centred.T @ y.centred) @ y.Vt.T) / np.outer(x.s, y.s)
+    path = []
+    for epsilon in epsilons:
+        fx, fy = _shrinkage(x.s, epsilon, n), _shrinkage(y.s, epsilon, n)
+        rho, A, B = _canonical_of(M, fx, fy)
+        path.append(CCADirections(x.mean, y.mean, _feature_directions((A, x.s, x.Vt, fx)),
+                                  _feature_directions((B, y.s, y.Vt, fy)), rho))
+    return path
+
+
+@dataclass(frozen=True)
+class HeldOutRows:
+    """New rows (X, Y) as held-out PWCCA scores fitted directions on them: their centred
+    cross-products ``XcᵀXc``, ``XcᵀYc``, ``YcᵀYc``, formed once for every fit scored on the
+    same rows (the dev rows score one fit per ε). A variate's variance, the covariance of a
+    pair and Morcos' projections are then quadratic forms in them: d × d work per fit instead
+    of n × d."""
+
+    xx: FloatMatrix
+    xy: FloatMatrix
+    yy: FloatMatrix
+
+    @classmethod
+    def of(cls, X: FloatMatrix, Y: FloatMatrix, yy: FloatMatrix | None = None) -> HeldOutRows:
+        """Of validated float64 rows; ``yy``: ``YcᵀYc`` when already known (one target, many
+        layers)."""
+        Xc, Yc = _centre(X), _centre(Y)
+        return cls(Xc.T @ Xc, Xc.T @ Yc, cls.gram(Y) if yy is None else yy)
+
+    @staticmethod
+    def gram(A: FloatMatrix) -> FloatMatrix:
+        """``AcᵀAc`` of the centred rows (the ``yy`` of :meth:`of`)."""
+        Ac = _centre(A)
+        return Ac.T @ Ac
+
+    def pwcca(self, directions: CCADirections, weights: str = "x") -> float:
+        """:func:`projected_pwcca` of these rows."""
+        xx_x, yy_y = self.xx @ directions.x, self.yy @ directions.y
+        var_u = np.einsum("ij,ij->j", directions.x, xx_x)
+        var_v = np.einsum("ij,ij->j", directions.y, yy_y)
+        cov = np.einsum("ij,ij->j", directions.x, self.xy @ directions.y)
+        # Edge case: a variate can be constant on new rows (e.g. a one-hot class absent from
+        # them); it has no correlation and no direction, so it is left out. A quadratic form
+        # leaves ~1e-16 of the largest variance where there is none: the bound is above that.
+        tiny = _HELD_OUT_TINY * max(var_u.max(initial=0.0), var_v.max(initial=0.0))
+        keep = (var_u > tiny) & (var_v > tiny)
+        if not keep.any():
+            return _undefined(
+                "projected_pwcca is undefined: no canonical variate varies on these rows")
+        norm_u, norm_v = np.sqrt(var_u[keep]), np.sqrt(var_v[keep])
+        rho = cov[keep] / (norm_u * norm_v)
+        # <h_j, x_i> of the unit-norm variate h_j = Xc a_j / ||Xc a_j|| and the centred neuron
+        # x_i: (XcᵀXc a_j)_i / ||Xc a_j||
+        projections = (xx_x[:, keep] / norm_u) if weights == "x" else (yy_y[:, keep] / norm_v)
+        return float(_morcos_weights(projections.T) @ rho)
+
+
+#: Variance (relative to the largest variate's) below which a held-out variate counts as
+#: constant: a standard deviation of 1e-6 of the largest.
+_HELD_OUT_TINY = 1e-12
 
 
 def projected_pwcca(
@@ -444,19 +547,7 @@ def projected_pwcca(
             raise ValueError(f"{name} has {M.shape[1]} features, the directions {D.shape[0]}")
     if weights not in ("x", "y"):
         raise ValueError(f"weights must be 'x' or 'y', got {weights!r}")
-    U = _centre((X - directions.mean_x) @ directions.x)
-    V = _centre((Y - directions.mean_y) @ directions.y)
-    norm_u, norm_v = np.linalg.norm(U, axis=0), np.linalg.norm(V, axis=0)
-    # Edge case: a variate can be constant on new rows (e.g. a one-hot class absent from
-    # them); it has no correlation and no direction, so it is left out.
-    tiny = 1e-10 * max(norm_u.max(initial=0.0), norm_v.max(initial=0.0))
-    keep = (norm_u > tiny) & (norm_v > tiny)
-    if not keep.any():
-        return _undefined("projected_pwcca is undefined: no canonical variate varies on these rows")
-    U, V, norm_u, norm_v = U[:, keep], V[:, keep], norm_u[keep], norm_v[keep]
-    rho = np.einsum("ij,ij->j", U, V) / (norm_u * norm_v)
-    H, neurons = (U / norm_u, X) if weights == "x" else (V / norm_v, Y)
-    return float(_morcos_weights(H.T @ _centre(neurons)) @ rho)
+    return HeldOutRows.of(X, Y).pwcca(directions, weights)
 
 
 def _top_eigen(C: FloatMatrix, n_components: int | None):
