@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --printshellcmds
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
 	$(BIN)/snakemake --report report.html
 
 test: $(STAMP)

@@ -168,7 +168,10 @@ def same_threads() -> list[str]:
     On the CPU, features depend on torch's thread count (float16 rounding of the transformer
     layers differs between 2 and 4 threads), so both sides must use the same. Both are capped
     by the machine's cores: locally by ``cores: all``, under SLURM by the job step's
-    ``--cores all`` (this test cluster does not confine jobs to their CPUs).
+    ``--cores all`` (this test cluster does not confine jobs to their CPUs). A command-line
+    ``--set-threads`` replaces the profile's whole list, so the local run's analyses keep the
+    rules' thread counts too (``profiles/local`` gives them one core each), as under SLURM:
+    similarity's tables differ in the last bits between one thread and two.
     """
     settings = yaml.safe_load((SLURM_PROFILE / "config.yaml").read_text())
     return ["--set-threads", f"extract_features={settings['set-threads']['extract_features']}"]
