@@ -42,7 +42,7 @@ from layerwise.analyses.similarity import (
     cca_directions_path,
     projected_pwcca,
 )
-from layerwise.analyses.similarity._parallel import _for_each_layer
+from layerwise.analyses.similarity._parallel import _for_each
 from layerwise.analyses.validation import check_int, check_layer_shapes, check_matrix
 from layerwise.logs import progress_bar
 
@@ -174,7 +174,7 @@ def _heldout_scores(layers: Mapping[str, np.ndarray], Y: np.ndarray, *, strata, 
         # score (nan) is simply not chosen
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedSimilarityWarning)
-            _for_each_layer(score, len(names), bar)
+            _for_each(score, len(names), bar)
     return scores
 
 

@@ -1,4 +1,5 @@
-"""Per-layer work on one thread per CPU, BLAS single-threaded."""
+"""Independent pieces of work (layers, layer pairs, samples) on one thread per CPU, BLAS
+single-threaded."""
 
 from __future__ import annotations
 
@@ -35,21 +36,22 @@ def _single_threaded_blas():
     return _THREADPOOLS.limit(limits=1, user_api="blas")
 
 
-def _for_each_layer(func: Callable[[int], None], n_layers: int, bar=None) -> None:
-    """Run ``func(i)`` for every layer, on one thread per CPU, BLAS single-threaded.
+def _for_each(func: Callable[[int], None], n_items: int, bar=None) -> None:
+    """Run ``func(i)`` for every item ``i < n_items`` (layers, layer pairs, samples), on one
+    thread per CPU, BLAS single-threaded.
 
-    numpy's large operations (matmul, take, exp) release the GIL, so per-layer work
-    runs in parallel; one single-threaded GEMM per core is as fast as threaded GEMMs.
+    numpy's large operations (matmul, take, exp, SVD) release the GIL, so independent items
+    run in parallel; one single-threaded GEMM per core is as fast as threaded GEMMs.
     """
-    workers = min(_n_cpus(), n_layers)
-    if workers <= 1:  # one layer (e.g. bootstrap_ci): a thread pool would only add overhead
-        for i in range(n_layers):
+    workers = min(_n_cpus(), n_items)
+    if workers <= 1:  # one item (e.g. bootstrap_ci): a thread pool would only add overhead
+        for i in range(n_items):
             func(i)
             if bar is not None:
                 bar.update(1)
         return
     with _single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(func, range(n_layers)):
+        for _ in pool.map(func, range(n_items)):
             if bar is not None:
                 bar.update(1)
 

@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from layerwise.analyses.similarity._numerics import _cka_ratio
-from layerwise.analyses.similarity._parallel import _for_each_layer, _single_threaded_blas
+from layerwise.analyses.similarity._parallel import _for_each, _single_threaded_blas
 from layerwise.analyses.similarity._results import _MetricResults
 from layerwise.analyses.similarity.cca import _n_kept, _projection_weights, _top_eigen
 
@@ -388,7 +388,7 @@ class _GramComputation(_MetricResults):
                     out[i][a] = self._basis(C, mean, None)
 
                 # the samples' eigendecompositions side by side, one thread per core
-                _for_each_layer(from_sums, len(from_moments))
+                _for_each(from_sums, len(from_moments))
             for i, (rows, _) in enumerate(samples):
                 if i not in from_moments:  # the dual, exactly as _top_singular: n x n is small
                     Bm = side.rows(a, rows)
@@ -436,21 +436,28 @@ class _GramComputation(_MetricResults):
         shape = (La, Lb)
         out = {m: np.full(shape, np.nan) for m in ("svcca", "pwcca") if m in self.values}
         k = self.svcca_components
+        items = list(products.items())
+
+        def canonical(j: int) -> None:
+            (a, b), M = items[j]
+            (_, Va, sa, _), (_, Vb, sb, _) = bases_a[a], bases_b[b]
+            rho, Ca, Cb = _canonical_from(M)
+            if "svcca" in out:
+                ka, kb = _n_kept(sa, k, 0.99), _n_kept(sb, k, 0.99)
+                if (ka, kb) != (sa.size, sb.size):
+                    rho_sv = _canonical_from(M[:ka, :kb])[0]
+                else:
+                    rho_sv = rho
+                out["svcca"][a, b] = rho_sv.mean()
+            if "pwcca" in out:
+                out["pwcca"][a, b] = _projection_weights(Ca, sa, Va.T) @ rho
+                if self.same and a != b:
+                    out["pwcca"][b, a] = _projection_weights(Cb, sb, Vb.T) @ rho
+
+        # one SVD of a k x k product per pair (L² of them per sample, d³ each: the largest
+        # cost at 25 x 1024), side by side on the job's cores
         with _single_threaded_blas():
-            for (a, b), M in products.items():
-                (_, Va, sa, _), (_, Vb, sb, _) = bases_a[a], bases_b[b]
-                rho, Ca, Cb = _canonical_from(M)
-                if "svcca" in out:
-                    ka, kb = _n_kept(sa, k, 0.99), _n_kept(sb, k, 0.99)
-                    if (ka, kb) != (sa.size, sb.size):
-                        rho_sv = _canonical_from(M[:ka, :kb])[0]
-                    else:
-                        rho_sv = rho
-                    out["svcca"][a, b] = rho_sv.mean()
-                if "pwcca" in out:
-                    out["pwcca"][a, b] = _projection_weights(Ca, sa, Va.T) @ rho
-                    if self.same and a != b:
-                        out["pwcca"][b, a] = _projection_weights(Cb, sb, Vb.T) @ rho
+            _for_each(canonical, len(items))
         for metric, V in out.items():
             self._store(r, metric, V)
             self._note(r, metric, [x is None for x in bases_a], [x is None for x in bases_b],

@@ -27,7 +27,7 @@ from layerwise.analyses.similarity._numerics import (
     _matched_cosines,
     _row_sq_norms,
 )
-from layerwise.analyses.similarity._parallel import _for_each_layer, _single_threaded_blas
+from layerwise.analyses.similarity._parallel import _for_each, _single_threaded_blas
 from layerwise.analyses.similarity._registry import METRICS, TABLE_COLUMNS
 from layerwise.analyses.similarity._results import _MetricResults
 from layerwise.analyses.similarity._sample import _sample_rows
@@ -289,7 +289,7 @@ class _Side:
             if "cosine" in families:
                 self.row_norms[a] = np.linalg.norm(X, axis=1)
 
-        _for_each_layer(prepare, L, bar)
+        _for_each(prepare, L, bar)
 
     def linear_terms(self, rep: _Replicate) -> _KernelTerms:
         """Linear kernels of the centred layers on the replicate's rows."""
@@ -306,7 +306,7 @@ class _Side:
             a1[a] = Xc @ (Xc.T @ c) - diag[a] * c
             a2[a] = Xc @ (Xc.T @ c2) - diag[a] * c2
 
-        _for_each_layer(build, L)
+        _for_each(build, L)
         return _KernelTerms(S, a1, a2, diag, c)
 
     def rbf_terms(self, rep: _Replicate, threshold: float) -> tuple[_KernelTerms, np.ndarray]:
@@ -337,7 +337,7 @@ class _Side:
             a2[a] = blas.dspmv(c.size, 1.0, row, c2) - c2
             row *= rep.sqrt_mult
 
-        _for_each_layer(build, L)
+        _for_each(build, L)
         return _KernelTerms(S, a1, a2, diag, c), undefined
 
     def subspaces(self, rep: _Replicate, n_components: int | None):
@@ -351,7 +351,7 @@ class _Side:
             B *= root_counts
             out[a] = _top_singular(B, n_components)
 
-        _for_each_layer(build, len(out))
+        _for_each(build, len(out))
         return out
 
 
@@ -569,7 +569,7 @@ class _TableComputation(_MetricResults):
         def build(a: int) -> None:
             found[a] = _knn_of(side.mats[a][rows], self.knn_k)
 
-        _for_each_layer(build, len(found))
+        _for_each(build, len(found))
         return found
 
 
