@@ -29,6 +29,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -148,33 +149,33 @@ def _heldout_scores(layers: Mapping[str, np.ndarray], Y: np.ndarray, *, strata, 
     Y = np.asarray(Y, dtype=np.float64)
     names = list(layers)
     scores = {name: np.empty(n_trials) for name in names}
+
+    def score(i: int, t: int, train, dev, test, target: _Side, on_dev_y, on_test_y) -> None:
+        name = names[i]
+        # as stored (float32), each part in float64 when it is used
+        X = check_matrix(layers[name] if rows is None else layers[name][rows],
+                         f"layers[{name!r}]", min_rows=2)
+        weights = _side(weighted_side, X.shape[1], Y.shape[1])
+        on_dev = HeldOutRows.of(X[dev].astype(np.float64), on_dev_y)
+        best, best_dev = None, -np.inf
+        for fit in _fit_path(_Side.of(X[train].astype(np.float64)), target, epsilons):
+            dev_score = on_dev.pwcca(fit, weights)
+            if dev_score > best_dev:
+                best, best_dev = fit, dev_score
+        scores[name][t] = np.nan if best is None else HeldOutRows.of(
+            X[test].astype(np.float64), on_test_y).pwcca(best, weights)
+
     for t in range(n_trials):
         train, dev, test = _split(len(Y), strata, seed + t)
-        target = _Side.of(Y[train])
-        # the target's own cross-products on the dev and test rows, shared by every layer
-        dev_yy, test_yy = HeldOutRows.gram(Y[dev]), HeldOutRows.gram(Y[test])
-
-        def score(i: int) -> None:
-            name = names[i]  # noqa: B023 (run within this trial)
-            # as stored (float32), each part in float64 when it is used
-            X = check_matrix(layers[name] if rows is None else layers[name][rows],
-                             f"layers[{name!r}]", min_rows=2)
-            weights = _side(weighted_side, X.shape[1], Y.shape[1])
-            on_dev = HeldOutRows.of(X[dev].astype(np.float64), Y[dev], dev_yy)  # noqa: B023
-            best, best_dev = None, -np.inf
-            fits = _fit_path(_Side.of(X[train].astype(np.float64)), target, epsilons)  # noqa: B023
-            for fit in fits:
-                dev_score = on_dev.pwcca(fit, weights)
-                if dev_score > best_dev:
-                    best, best_dev = fit, dev_score
-            scores[name][t] = np.nan if best is None else HeldOutRows.of(  # noqa: B023
-                X[test].astype(np.float64), Y[test], test_yy).pwcca(best, weights)  # noqa: B023
-
+        # the target's training basis and its centred dev and test rows, for every layer
+        trial = partial(score, t=t, train=train, dev=dev, test=test, target=_Side.of(Y[train]),
+                        on_dev_y=HeldOutRows.target(Y[dev]),
+                        on_test_y=HeldOutRows.target(Y[test]))
         # one filter for the threads (warnings' filters are the process'): an undefined dev
         # score (nan) is simply not chosen
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedSimilarityWarning)
-            _for_each(score, len(names), bar)
+            _for_each(trial, len(names), bar)
     return scores
 
 
@@ -206,9 +207,10 @@ def cca_table(layers: Mapping[str, np.ndarray], target: np.ndarray, *, target_na
     trial_min, trial_max, n_trials`` (metric ``pwcca``; value the mean over trials).
 
     Cost, for ``n`` rows, ``L`` layers of width ``d``, a target of ``c`` columns and ``T``
-    trials: ``T`` SVDs of the target's training rows (``n c²``), ``T·L`` of a layer's
-    (``n d²``), and per ε of the grid an SVD of ``d × c`` plus projections of the dev rows;
-    memory: one layer's rows and the target's training basis (``n c`` floats).
+    trials: per trial the target's training cross-product (``n c²``) and its eigenvectors,
+    per (trial, layer) the layer's (``n d²``) and ``XcᵀYc`` (``n d c``), per ε one SVD of
+    ``d × c`` and the dev rows' quadratic forms (``d² c``, no pass over rows); memory: one
+    layer's rows per core, the target's centred training, dev and test rows (``n c`` floats).
     """
     n_trials = check_int(n_trials, "n_trials", low=1)
     target = check_matrix(target, "target", min_rows=2)

@@ -457,17 +457,18 @@ class HeldOutRows:
     yy: FloatMatrix
 
     @classmethod
-    def of(cls, X: FloatMatrix, Y: FloatMatrix, yy: FloatMatrix | None = None) -> HeldOutRows:
-        """Of validated float64 rows; ``yy``: ``YcᵀYc`` when already known (one target, many
-        layers)."""
-        Xc, Yc = _centre(X), _centre(Y)
-        return cls(Xc.T @ Xc, Xc.T @ Yc, cls.gram(Y) if yy is None else yy)
+    def of(cls, X: FloatMatrix, target: tuple[FloatMatrix, FloatMatrix]) -> HeldOutRows:
+        """Of validated float64 rows ``X`` and :meth:`target` of the matching rows of ``Y``."""
+        Xc = _centre(X)
+        Yc, yy = target
+        return cls(Xc.T @ Xc, Xc.T @ Yc, yy)
 
     @staticmethod
-    def gram(A: FloatMatrix) -> FloatMatrix:
-        """``AcᵀAc`` of the centred rows (the ``yy`` of :meth:`of`)."""
-        Ac = _centre(A)
-        return Ac.T @ Ac
+    def target(Y: FloatMatrix) -> tuple[FloatMatrix, FloatMatrix]:
+        """``(Yc, YcᵀYc)`` of validated float64 rows ``Y``: what :meth:`of` needs of them,
+        formed once where one target is scored against many layers."""
+        Yc = _centre(Y)
+        return Yc, Yc.T @ Yc
 
     def pwcca(self, directions: CCADirections, weights: str = "x") -> float:
         """:func:`projected_pwcca` of these rows."""
@@ -547,7 +548,7 @@ def projected_pwcca(
             raise ValueError(f"{name} has {M.shape[1]} features, the directions {D.shape[0]}")
     if weights not in ("x", "y"):
         raise ValueError(f"weights must be 'x' or 'y', got {weights!r}")
-    return HeldOutRows.of(X, Y).pwcca(directions, weights)
+    return HeldOutRows.of(X, HeldOutRows.target(Y)).pwcca(directions, weights)
 
 
 def _top_eigen(C: FloatMatrix, n_components: int | None):
