@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 from sklearn.model_selection import train_test_split
 
 from layerwise.analyses import cca_targets
@@ -193,6 +194,35 @@ def test_table_equals_the_protocol_written_out_layer_by_layer():
     with pytest.raises(ValueError, match="target has 10 rows"):
         cca_targets.cca_table(layers, Y[:10], target_name="mel", model="m", span="frame",
                               n_trials=1, rows=np.flatnonzero(keep), progress=False)
+
+
+def test_sparse_one_hot_target_equals_its_dense_matrix():
+    """A one-hot target stays sparse (its cross-products are class sums, not n x d x c
+    products, and its centred rows are never formed); the values are those of the dense
+    indicator matrix, whose path the test above checks against the protocol written out."""
+    rng = np.random.default_rng(8)
+    labels = _labels(500, 7, rng)
+    Y = cca_targets.one_hot(labels)
+    assert sparse.issparse(Y) and Y.shape == (500, 7)
+    dense = Y.toarray()
+    np.testing.assert_array_equal(dense[np.arange(500), np.unique(labels, return_inverse=True)[1]],
+                                  1.0)
+    np.testing.assert_array_equal(dense.sum(1), 1.0)
+    layers = {f"layer.{i}": rng.standard_normal((500, 9)) * rng.uniform(0.2, 5, 9)
+              for i in range(2)}
+    for i, X in enumerate(layers.values()):
+        X[:, :7] += (1 + i) * dense @ rng.standard_normal((7, 7))
+    kwargs = dict(target_name="word", model="m", span="word", strata=labels, n_trials=2,
+                  seed=3, progress=False)
+    got = cca_targets.cca_table(layers, Y, **kwargs)
+    want = cca_targets.cca_table(layers, dense, **kwargs)
+    cols = ["value", "trial_min", "trial_max"]
+    np.testing.assert_allclose(got[cols].to_numpy(), want[cols].to_numpy(), rtol=0, atol=1e-12)
+    # the centred indicators have rank 6: the dense fit may keep a 7th variate of rounding
+    rho = cca_targets.fit_cca(layers["layer.0"], Y, 0.01).correlations
+    rho_dense = cca_targets.fit_cca(layers["layer.0"], dense, 0.01).correlations
+    assert rho[:6] == pytest.approx(rho_dense[:6], abs=1e-12)
+    assert np.all(rho[6:] < 1e-10) and np.all(rho_dense[6:] < 1e-10)
 
 
 def test_directions_path_equals_one_fit_per_epsilon():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,3 +90,41 @@ def test_writer_refuses_a_matrix_that_does_not_fit(tmp_path):
         pooled.write(tmp_path / "p", index, [("x", np.zeros((3, 2)))], model="m",
                       span="utterance", pooling="mean")
     assert not (tmp_path / "p" / "meta.json").exists()
+
+
+def _resident_kib(path) -> int:
+    """KiB of ``path`` resident in this process's mappings of it (``/proc/self/smaps``)."""
+    total, current = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and ":" not in fields[0]:  # a mapping's header line
+            current = fields[-1] == str(path)
+        elif current and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc")
+def test_layers_are_mapped_on_lookup_and_hand_back_their_pages(tmp_path):
+    """What bounds an analysis's peak resident memory: a layer's pages are resident only
+    while it is held, and release() hands them back without changing what is read."""
+    n, d = 4096, 1024  # 16 MiB of float32
+    index = pd.DataFrame({"row": range(n), "utt_id": ["a"] * n, "start_s": 0.0, "end_s": 1.0})
+    x = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
+    out = tmp_path / "pooled" / "m" / "utterance-mean"
+    pooled.write(out, index, iter([("layer.0", x)]), model="m", span="utterance",
+                 pooling="mean")
+    path = (out / "layer.0.npy").resolve()
+
+    _, layers = pooled.read(out)
+    assert _resident_kib(path) == 0  # checked, not read, and not mapped any more
+    held = layers["layer.0"]
+    assert float(held.sum(dtype=np.float64)) == pytest.approx(float(x.sum(dtype=np.float64)))
+    assert _resident_kib(path) >= 15 * 1024
+    pooled.release(held[10:20])  # any view of the layer names its mapping
+    assert _resident_kib(path) < 1024
+    np.testing.assert_array_equal(held, x)  # paged in again, the same values
+    pooled.release(np.ones(3))  # an array in memory: nothing to do
+    del held
+    gc.collect()
+    assert _resident_kib(path) == 0

@@ -33,6 +33,7 @@ from functools import partial
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from sklearn.model_selection import train_test_split
 
 from layerwise.analyses.similarity import (
@@ -44,7 +45,12 @@ from layerwise.analyses.similarity import (
     projected_pwcca,
 )
 from layerwise.analyses.similarity._parallel import _for_each
-from layerwise.analyses.validation import check_int, check_layer_shapes, check_matrix
+from layerwise.analyses.validation import (
+    check_int,
+    check_layer_shapes,
+    check_matrix,
+    check_shape,
+)
 from layerwise.logs import progress_bar
 
 EPSILONS = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -55,17 +61,37 @@ CCA_COLUMNS = ("model", "layer", "span", "target", "metric", "value", "trial_min
                "n_trials")
 
 
-def one_hot(labels: np.ndarray) -> np.ndarray:
-    """(n, C) indicator matrix of string labels."""
+def one_hot(labels: np.ndarray) -> sparse.csr_array:
+    """(n, C) indicator matrix of string labels, sparse: dense, the word identities of
+    dev-clean (54,000 tokens x 1,119 types) are 480 MB, and a cross-product with them costs
+    C times the class sums it is."""
     classes, idx = np.unique(np.asarray(labels).astype(str), return_inverse=True)
-    out = np.zeros((len(idx), len(classes)))
-    out[np.arange(len(idx)), idx] = 1.0
-    return out
+    n = len(idx)
+    return sparse.csr_array((np.ones(n), idx, np.arange(n + 1)), shape=(n, len(classes)))
 
 
-def _rms(A: np.ndarray) -> float:
+def _check_target(target) -> np.ndarray | sparse.csr_array:
+    """``target`` as validated float64 rows, a sparse one kept sparse (CSR)."""
+    if not sparse.issparse(target):
+        return check_matrix(target, "target", min_rows=2)
+    target = sparse.csr_array(target, dtype=np.float64)
+    check_shape(target.shape, "target", min_rows=2)
+    if not np.isfinite(target.data).all():
+        raise ValueError("target contains NaN or infinity")
+    return target
+
+
+def _rms(A: np.ndarray | sparse.csr_array) -> float:
     """Root mean variance of the columns (1 for constant input), the scale of ε."""
-    scale = float(np.sqrt(A.var(axis=0, ddof=1).mean())) if len(A) > 1 else 0.0
+    n = A.shape[0]
+    if n < 2:
+        return 1.0
+    if sparse.issparse(A):
+        mean = np.asarray(A.mean(axis=0)).ravel()
+        squares = np.asarray(A.multiply(A).sum(axis=0)).ravel()
+        scale = float(np.sqrt(((squares - n * mean**2) / (n - 1)).mean()))
+    else:
+        scale = float(np.sqrt(A.var(axis=0, ddof=1).mean()))
     return scale if scale > 0.0 else 1.0
 
 
@@ -75,8 +101,8 @@ def fit_cca(X: np.ndarray, Y: np.ndarray, epsilon: float) -> CCADirections:
     Each side is divided by its root mean variance, so that ε is relative; CCA and
     PWCCA do not depend on that scale.  Project rows with :func:`pwcca_projected`.
     """
-    return _fit_path(_Side.of(np.array(X, dtype=np.float64)),
-                     _Side.of(np.array(Y, dtype=np.float64)), [epsilon])[0]
+    return _fit_path(_Side.of(np.array(X, dtype=np.float64)), _Side.of(_check_target(Y).copy()),
+                     [epsilon])[0]
 
 
 @dataclass(frozen=True)
@@ -90,7 +116,10 @@ class _Side:
     def of(cls, A: np.ndarray) -> _Side:
         """Of float64 rows ``A``, which it overwrites (one copy fewer of n × d)."""
         scale = _rms(A)
-        A /= scale
+        if sparse.issparse(A):
+            A.data /= scale
+        else:
+            A /= scale
         return cls(scale, PrincipalBasis.of(A))
 
 
@@ -114,7 +143,7 @@ def pwcca_projected(X: np.ndarray, Y: np.ndarray, fit: CCADirections, *,
                     weighted_side: str = "layer") -> float:
     """Held-out PWCCA of rows (X, Y) on the directions of :func:`fit_cca`."""
     weights = _side(weighted_side, X.shape[1], Y.shape[1])
-    return projected_pwcca(fit, X, Y, weights=weights)
+    return projected_pwcca(fit, X, Y.toarray() if sparse.issparse(Y) else Y, weights=weights)
 
 
 def heldout_pwcca(X: np.ndarray, Y: np.ndarray, *, strata: np.ndarray | None = None,
@@ -146,7 +175,7 @@ def _heldout_scores(layers: Mapping[str, np.ndarray], Y: np.ndarray, *, strata, 
     trial are scored side by side on the job's cores (``similarity._parallel``). ``rows`` selects
     the rows of every layer that ``Y`` describes (read one layer at a time; None: all).
     """
-    Y = np.asarray(Y, dtype=np.float64)
+    Y = _check_target(Y)
     names = list(layers)
     scores = {name: np.empty(n_trials) for name in names}
 
@@ -166,7 +195,7 @@ def _heldout_scores(layers: Mapping[str, np.ndarray], Y: np.ndarray, *, strata, 
             X[test].astype(np.float64), on_test_y).pwcca(best, weights)
 
     for t in range(n_trials):
-        train, dev, test = _split(len(Y), strata, seed + t)
+        train, dev, test = _split(Y.shape[0], strata, seed + t)
         # the target's training basis and its centred dev and test rows, for every layer
         trial = partial(score, t=t, train=train, dev=dev, test=test, target=_Side.of(Y[train]),
                         on_dev_y=HeldOutRows.target(Y[dev]),
@@ -213,12 +242,13 @@ def cca_table(layers: Mapping[str, np.ndarray], target: np.ndarray, *, target_na
     layer's rows per core, the target's centred training, dev and test rows (``n c`` floats).
     """
     n_trials = check_int(n_trials, "n_trials", low=1)
-    target = check_matrix(target, "target", min_rows=2)
+    target = _check_target(target)
     n_rows = check_layer_shapes(layers, min_rows=2)
     if rows is not None:
         n_rows = len(np.arange(n_rows)[rows])  # an index or a mask of the rows
-    if n_rows != len(target):
-        raise ValueError(f"target has {len(target)} rows, the layers' selected rows {n_rows}")
+    if n_rows != target.shape[0]:
+        raise ValueError(f"target has {target.shape[0]} rows, the layers' selected rows "
+                         f"{n_rows}")
     with progress_bar(None, total=n_trials * len(layers), progress=progress,
                       desc=f"cca-{target_name}") as bar:
         scores = _heldout_scores(layers, target, strata=strata, n_trials=n_trials, seed=seed,

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from layerwise.analyses.validation import check_int, check_layers, check_matrix
+from layerwise.analyses.validation import check_int, check_layer, check_layer_shapes, check_matrix
 from layerwise.logs import progress_bar
 
 __all__ = [
@@ -305,9 +305,10 @@ def featstats_table(
     >>> featstats_table(layers, model="toy", n_pairs=2000, progress=False).shape
     (94, 4)
     """
-    layers = check_layers(layers)
+    check_layer_shapes(layers)
     rows = []
-    for layer, X in progress_bar(layers.items(), progress=progress, desc="featstats"):
-        stats = activation_statistics(X, n_pairs=n_pairs, seed=seed)
+    for layer in progress_bar(list(layers), progress=progress, desc="featstats"):
+        # one layer read at a time: a memory-mapped layer is let go before the next
+        stats = activation_statistics(check_layer(layers, layer), n_pairs=n_pairs, seed=seed)
         rows.extend((model, layer, name, value) for name, value in stats.items())
     return pd.DataFrame(rows, columns=list(FEATSTATS_COLUMNS))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +33,7 @@ class Rows:
     """What every analysis gets: all layers of one model on the rows of one (span, pooling)."""
 
     index: pd.DataFrame
-    layers: dict[str, np.ndarray]
+    layers: Mapping[str, np.ndarray]  # a pooled folder's are mapped on lookup (pooled.Layers)
     model: str
     span: str
     pooling: str

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import linalg
+from scipy import linalg, sparse
 
 from layerwise.analyses.similarity._numerics import (
     FloatMatrix,
@@ -408,19 +408,43 @@ class PrincipalBasis:
     """
 
     mean: np.ndarray
-    centred: FloatMatrix
+    #: ``Xc``; of a sparse input (a one-hot target), its rows uncentred: centring would fill
+    #: them in, and a cross-product with centred rows needs only those centred (:func:`_cross`)
+    centred: FloatMatrix | sparse.sparray
     s: np.ndarray
     Vt: FloatMatrix
 
     @classmethod
-    def of(cls, X: FloatMatrix) -> PrincipalBasis:
-        """The basis of validated float64 rows ``X``."""
-        mean = _column_means(X)
-        centred = X - mean
-        top = _top_eigen(centred.T @ centred, None)
+    def of(cls, X: FloatMatrix | sparse.sparray) -> PrincipalBasis:
+        """The basis of validated float64 rows ``X`` (dense, or sparse: see ``centred``)."""
+        if sparse.issparse(X):
+            mean = np.asarray(X.mean(axis=0)).ravel()
+            centred, gram = X, _sparse_centred_gram(X, mean)
+        else:
+            mean = _column_means(X)
+            centred = X - mean
+            gram = centred.T @ centred
+        top = _top_eigen(gram, None)
         if top is None:  # no variance
             return cls(mean, centred, np.empty(0), np.empty((0, X.shape[1])))
         return cls(mean, centred, top[0], top[1].T)
+
+
+def _sparse_centred_gram(Y: sparse.sparray, mean: np.ndarray) -> FloatMatrix:
+    """``YcᵀYc = YᵀY - n·μμᵀ`` of sparse rows ``Y`` with column means ``mean``, formed
+    without the dense ``Yc`` (for a one-hot ``Y``, ``YᵀY`` is the diagonal of class counts)."""
+    gram = (Y.T @ Y).toarray()
+    gram -= Y.shape[0] * np.outer(mean, mean)
+    return gram
+
+
+def _cross(Xc: FloatMatrix, Y: FloatMatrix | sparse.sparray) -> FloatMatrix:
+    """``XcᵀYc`` of centred rows ``Xc`` and matching rows ``Y``: centred, or sparse and
+    uncentred, since ``XcᵀY = XcᵀYc`` when the columns of ``Xc`` sum to zero. Why: for a
+    one-hot target of ``c`` classes the product costs ``n·d`` (class sums), not ``n·d·c``."""
+    if sparse.issparse(Y):
+        return np.asarray((Y.T @ Xc).T)
+    return Xc.T @ Y
 
 
 def cca_directions_path(
@@ -434,7 +458,7 @@ def cca_directions_path(
                               np.empty((y.Vt.shape[1], 0)), np.empty(0))
         return [empty for _ in epsilons]
     n = x.centred.shape[0]
-    M = (x.Vt @ (x.centred.T @ y.centred) @ y.Vt.T) / np.outer(x.s, y.s)
+    M = (x.Vt @ _cross(x.centred, y.centred) @ y.Vt.T) / np.outer(x.s, y.s)
     path = []
     for epsilon in epsilons:
         fx, fy = _shrinkage(x.s, epsilon, n), _shrinkage(y.s, epsilon, n)
@@ -461,12 +485,15 @@ class HeldOutRows:
         """Of validated float64 rows ``X`` and :meth:`target` of the matching rows of ``Y``."""
         Xc = _centre(X)
         Yc, yy = target
-        return cls(Xc.T @ Xc, Xc.T @ Yc, yy)
+        return cls(Xc.T @ Xc, _cross(Xc, Yc), yy)
 
     @staticmethod
-    def target(Y: FloatMatrix) -> tuple[FloatMatrix, FloatMatrix]:
+    def target(Y: FloatMatrix | sparse.sparray) -> tuple[FloatMatrix, FloatMatrix]:
         """``(Yc, YcᵀYc)`` of validated float64 rows ``Y``: what :meth:`of` needs of them,
-        formed once where one target is scored against many layers."""
+        formed once where one target is scored against many layers (sparse ``Y``: itself,
+        uncentred, as :attr:`PrincipalBasis.centred`)."""
+        if sparse.issparse(Y):
+            return Y, _sparse_centred_gram(Y, np.asarray(Y.mean(axis=0)).ravel())
         Yc = _centre(Y)
         return Yc, Yc.T @ Yc
 

@@ -40,6 +40,7 @@ from layerwise.analyses.similarity._numerics import _cka_ratio
 from layerwise.analyses.similarity._parallel import _for_each, _single_threaded_blas
 from layerwise.analyses.similarity._results import _MetricResults
 from layerwise.analyses.similarity.cca import _n_kept, _projection_weights, _top_eigen
+from layerwise.io.pooled import release
 
 #: Metrics computed exactly over all rows by this module.
 EXACT_METRICS = frozenset({"cka_linear", "cka_debiased", "cosine", "svcca", "pwcca"})
@@ -78,13 +79,24 @@ class _Layers:
             # as _column_means: a constant column is centred to exact zeros
             means[constant] = M[0, constant]
             self.means.append(means)
+            release(M)
             for start in range(0, self.n, chunk):
                 part = self.rows(a, slice(start, start + chunk))
                 self.row_sq[a, start:start + chunk] = np.einsum("ij,ij->i", part, part)
 
+    def read(self, a: int, index) -> np.ndarray:
+        """Rows ``index`` of layer ``a`` as float64, uncentred. Every pass reads all rows, so
+        a memory-mapped layer's pages are handed back once copied (:func:`release`): the
+        process keeps one chunk of each layer resident, not every layer it has read."""
+        out = self.mats[a][index].astype(np.float64)
+        release(self.mats[a])
+        return out
+
     def rows(self, a: int, index) -> np.ndarray:
         """Centred float64 rows ``index`` of layer ``a``."""
-        return self.mats[a][index].astype(np.float64) - self.means[a]
+        out = self.read(a, index)
+        out -= self.means[a]
+        return out
 
     def stack(self, layers, index) -> np.ndarray:
         """Centred float64 rows ``index`` of ``layers`` side by side, one copy."""
@@ -95,6 +107,7 @@ class _Layers:
             part = out[:, start:start + self.dims[a]]
             part[...] = first if a == layers[0] else self.mats[a][index]
             part -= self.means[a]
+            release(self.mats[a])  # as in read()
             start += self.dims[a]
         return out
 
@@ -486,9 +499,8 @@ class _GramComputation(_MetricResults):
         reps = {p: np.zeros(W.shape[0]) for p in pairs}
         for start in range(0, self.n, self.chunk):
             part = slice(start, start + self.chunk)
-            Xa = {a: A.mats[a][part].astype(np.float64) for a in {p[0] for p in pairs}}
-            Xb = Xa if self.same else {b: B.mats[b][part].astype(np.float64)
-                                       for b in {p[1] for p in pairs}}
+            Xa = {a: A.read(a, part) for a in {p[0] for p in pairs}}
+            Xb = Xa if self.same else {b: B.read(b, part) for b in {p[1] for p in pairs}}
             na = {a: np.linalg.norm(X, axis=1) for a, X in Xa.items()}
             nb = na if self.same else {b: np.linalg.norm(X, axis=1) for b, X in Xb.items()}
             for a, b in pairs:

@@ -39,6 +39,7 @@ from layerwise.analyses.similarity.neighbours import (
     _knn_overlap,
 )
 from layerwise.analyses.validation import check_int, check_matrix, check_real
+from layerwise.io.pooled import release
 from layerwise.io.store import StoredRows
 
 # --------------------------------------------------------------------------------------
@@ -586,6 +587,7 @@ def _check_layers(layers: object, name: str) -> tuple[list[str], list[FloatMatri
             continue
         # float32 stays float32: the exact metrics read float64 chunks of rows
         mats.append(check_matrix(value, f"{name}[{key!r}]", min_rows=0))
+        release(mats[-1])  # the check read every row; a mapped layer's pages go back
     return names, mats
 
 
@@ -767,7 +769,11 @@ def similarity_table(
                 if mats is None:
                     return None
                 rows = slice(None) if sample is None else sample
-                return [np.asarray(M[rows], dtype=np.float64) for M in mats]
+                copies = []
+                for M in mats:
+                    copies.append(np.asarray(M[rows], dtype=np.float64))
+                    release(M)  # copied: a mapped layer's pages go back
+                return copies
 
             sub_groups = (source_groups if source_groups is None or sample is None
                           else np.asarray(source_groups)[sample])
