@@ -44,7 +44,11 @@ def _both(mats_a, mats_b, *, n_boot, seed, codes, svcca_components=3, cross_mode
     (300, True, 3, False),  # 75 clusters: resampled as blocks of consecutive clusters
     (200, False, 5, True),  # 200 rows: blocks of consecutive rows
 ])
-def test_exact_metrics_equal_the_reference(n, grouped, svcca_components, two):
+@pytest.mark.parametrize("by_kernels", [False, True], ids=["unit-products", "kernels"])
+def test_exact_metrics_equal_the_reference(n, grouped, svcca_components, two, by_kernels,
+                                           monkeypatch):
+    """Both ways to the units' Gram matrices (d x d products per unit, or n x n kernels)."""
+    monkeypatch.setattr(_GramComputation, "_by_kernels", lambda *args: by_kernels)
     mats_a = _layers(n, [5, 8, 8, 40], seed=1)
     mats_b = _layers(n, [8, 7, 40], seed=2) if two else None
     codes = sim._group_codes(np.arange(n) // 4, n) if grouped else None
@@ -58,6 +62,22 @@ def test_exact_metrics_equal_the_reference(n, grouped, svcca_components, two):
             np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
             worst = max(worst, float(np.nanmax(np.abs(got - want), initial=0.0)))
     assert worst < 1e-9
+
+
+def test_kernels_are_chosen_for_few_rows_of_wide_layers():
+    """One row per utterance (2,703 rows of 768 dims) takes the kernels, many rows of the
+    same layers the per-unit products; too many rows for the kernels' memory never do."""
+    def chooses(n, d, layers=4):
+        labels = [f"a{i}" for i in range(layers)]
+        computation = _GramComputation(_layers(n, [d] * layers, seed=0), None,
+                                       labels, labels, ["cka_linear"],
+                                       n_boot=0, seed=0, codes=None, svcca_components=3)
+        side = computation.side_a
+        pairs = [(a, b) for a in range(layers) for b in range(a, layers)]
+        return computation._by_kernels(side, side, pairs)
+
+    assert chooses(100, 200)
+    assert not chooses(2000, 20)
 
 
 def test_exact_metrics_of_float32_and_flat_layers():

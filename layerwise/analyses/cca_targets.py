@@ -236,10 +236,12 @@ def cca_table(layers: Mapping[str, np.ndarray], target: np.ndarray, *, target_na
     trial_min, trial_max, n_trials`` (metric ``pwcca``; value the mean over trials).
 
     Cost, for ``n`` rows, ``L`` layers of width ``d``, a target of ``c`` columns and ``T``
-    trials: per trial the target's training cross-product (``n c²``) and its eigenvectors,
-    per (trial, layer) the layer's (``n d²``) and ``XcᵀYc`` (``n d c``), per ε one SVD of
-    ``d × c`` and the dev rows' quadratic forms (``d² c``, no pass over rows); memory: one
-    layer's rows per core, the target's centred training, dev and test rows (``n c`` floats).
+    trials: per trial the target's training cross-product (``n c²``; one-hot: the class
+    counts) and its eigenvectors, per (trial, layer) the layer's (``n d²``) and ``XcᵀYc``
+    (``n d c``; one-hot, kept sparse: the class sums, ``n d``), per ε one SVD of ``d × c``
+    and the dev rows' quadratic forms (``d² c``, no pass over rows); memory: one layer's rows
+    per core, the target's centred training, dev and test rows (``n c`` floats; one-hot:
+    ``n`` nonzeros).
     """
     n_trials = check_int(n_trials, "n_trials", low=1)
     target = _check_target(target)

@@ -222,15 +222,55 @@ class _GramComputation(_MetricResults):
         bar = tqdm(total=len(groups) * len(units), desc="cross-products by unit",
                    leave=False, mininterval=10.0, file=getattr(self.bar, "fp", None),
                    disable=self.bar.disable)
-        for group in groups:
-            for (a, b), P in self._unit_products(first, second, group, units, bar).items():
-                G = P @ P.T
-                GC, GC2 = counts @ G, squared @ G
-                n11[:, a, b] = np.einsum("rk,rk->r", GC, counts)
-                n12[:, a, b] = np.einsum("rk,rk->r", GC, squared)
-                n22[:, a, b] = np.einsum("rk,rk->r", GC2, squared)
+        if self._by_kernels(first, second, pairs):
+            grams = self._kernel_unit_grams(first, second, pairs)
+        else:
+            grams = ((pair, P @ P.T) for group in groups
+                     for pair, P in self._unit_products(first, second, group, units, bar).items())
+        for (a, b), G in grams:
+            GC, GC2 = counts @ G, squared @ G
+            n11[:, a, b] = np.einsum("rk,rk->r", GC, counts)
+            n12[:, a, b] = np.einsum("rk,rk->r", GC, squared)
+            n22[:, a, b] = np.einsum("rk,rk->r", GC2, squared)
         bar.close()
         return n11, n12, n22
+
+    def _by_kernels(self, first: _Layers, second: _Layers, pairs) -> bool:
+        """Whether the units' Gram matrices are cheaper from the rows' n x n kernels (few
+        rows, as the utterance span's: one row per utterance) than from the per-unit d x d
+        cross-products, and the kernels of the pairs' layers fit ``_BLOCK_ELEMENTS``."""
+        layers = {("a", a) for a, _ in pairs} | {("b" if second is not first else "a", b)
+                                                 for _, b in pairs}
+        n = self.n
+        if len(layers) * n * n > _BLOCK_ELEMENTS:
+            return False
+        width = np.mean(first.dims + second.dims)
+        by_kernels = len(layers) * n * n * width / 2 + 3 * len(pairs) * n * n
+        by_products = len(pairs) * n * width * width
+        return by_kernels < by_products
+
+    def _kernel_unit_grams(self, first: _Layers, second: _Layers, pairs):
+        """``((a, b), G)`` for each pair, ``G_kl = ⟨A_k, A_l⟩ = Σ_{i∈k, j∈l} (x_i·x_j)(y_i·y_j)``
+        over the centred rows: the Hadamard product of the two layers' kernels ``X Xᵀ``, summed
+        over the rows of each pair of units. Each layer's kernel is formed once (n² d / 2)."""
+        order = np.argsort(self.units, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(self.units[order]) != 0])
+
+        def kernels(side: _Layers, layers) -> dict:
+            out = {}
+            for a in layers:
+                X = side.rows(a, order)
+                out[a] = X @ X.T
+            return out
+
+        if second is first:
+            K1 = K2 = kernels(first, sorted({a for pair in pairs for a in pair}))
+        else:
+            K1 = kernels(first, sorted({a for a, _ in pairs}))
+            K2 = kernels(second, sorted({b for _, b in pairs}))
+        for a, b in pairs:
+            H = K1[a] * K2[b]
+            yield (a, b), np.add.reduceat(np.add.reduceat(H, starts, axis=0), starts, axis=1)
 
     def _unit_products(self, first, second, group, units, bar) -> dict:
         """``{(a, b): P}`` with ``P[k]`` the flattened ``X_aᵀ Y_b`` of unit ``k``'s centred
