@@ -151,3 +151,27 @@ def test_resampling_units_are_blocks_of_whole_consecutive_clusters():
     np.testing.assert_array_equal(sim._resampling_units(few, 100), few)  # 10 clusters: as is
     np.testing.assert_array_equal(sim._resampling_units(None, 30), np.arange(30))
     assert sim._resampling_units(None, 1000).max() + 1 == sim.MAX_UNITS
+
+
+def test_table_is_the_same_whatever_the_jobs_threads(monkeypatch):
+    """A job with one core and one with two write the same table, to the last bit: every
+    factorisation runs with single-threaded BLAS (a threaded eigendecomposition sums in
+    another order), layers and pairs side by side. Half-samples of 200 rows of 256 columns
+    take the dual (n x n) bases, where the difference was found."""
+    from threadpoolctl import threadpool_limits
+
+    from layerwise.analyses.similarity import _parallel
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((400, 8))
+    layers = {f"layer.{i}": np.tanh(base @ rng.standard_normal((8, 256)))
+              + 0.3 * rng.standard_normal((400, 256)) for i in range(4)}
+    tables = []
+    for cpus in (1, 2):
+        monkeypatch.setattr(_parallel, "_n_cpus", lambda cpus=cpus: cpus)
+        with threadpool_limits(cpus):
+            tables.append(similarity_table(layers, None, model_a="m", model_b="m", span="word",
+                                           pooling="mean", seed=0, n_boot=3, max_rows=300,
+                                           groups=np.repeat(np.arange(80), 5)))
+    cols = ["value", "ci_low", "ci_high"]
+    np.testing.assert_array_equal(tables[0][cols].to_numpy(), tables[1][cols].to_numpy())

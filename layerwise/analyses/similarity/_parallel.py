@@ -45,10 +45,13 @@ def _for_each(func: Callable[[int], None], n_items: int, bar=None) -> None:
     """
     workers = min(_n_cpus(), n_items)
     if workers <= 1:  # one item (e.g. bootstrap_ci): a thread pool would only add overhead
-        for i in range(n_items):
-            func(i)
-            if bar is not None:
-                bar.update(1)
+        # BLAS single-threaded here too: what func computes then rounds alike whatever the
+        # job's thread count (a threaded eigendecomposition sums in another order)
+        with _single_threaded_blas():
+            for i in range(n_items):
+                func(i)
+                if bar is not None:
+                    bar.update(1)
         return
     with _single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
         for _ in pool.map(func, range(n_items)):

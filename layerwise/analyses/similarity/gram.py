@@ -442,12 +442,19 @@ class _GramComputation(_MetricResults):
 
                 # the samples' eigendecompositions side by side, one thread per core
                 _for_each(from_sums, len(from_moments))
-            for i, (rows, _) in enumerate(samples):
-                if i not in from_moments:  # the dual, exactly as _top_singular: n x n is small
-                    Bm = side.rows(a, rows)
-                    mean = Bm.mean(axis=0)
-                    Bm -= mean
-                    out[i][a] = self._basis(Bm @ Bm.T, mean, Bm)
+            dual = [i for i in range(len(samples)) if i not in from_moments]
+
+            def from_rows(j, a=a, dual=dual):
+                """The dual, exactly as _top_singular: n x n is small."""
+                i = dual[j]
+                Bm = side.rows(a, samples[i][0])
+                mean = Bm.mean(axis=0)
+                Bm -= mean
+                out[i][a] = self._basis(Bm @ Bm.T, mean, Bm)
+
+            # side by side too: and with single-threaded BLAS, the eigendecompositions round
+            # alike whatever the job's thread count
+            _for_each(from_rows, len(dual))
         return out
 
     def _basis(self, C: np.ndarray, mean: np.ndarray, dual):
