@@ -18,6 +18,7 @@ rule analyse:
         ),
     log:
         f"{LOGS}/analyse/{{model}}-{{analysis}}-{{span}}-{{pooling}}.log",
+    priority: analysis_priority
     conda:
         "../envs/layerwise.yaml"
     threads: analysis_threads
@@ -75,6 +76,7 @@ rule analyse_cross:
         ),
     log:
         f"{LOGS}/analyse_cross/{{model_a}}--{{model_b}}-{{span}}-{{pooling}}.log",
+    priority: analysis_priority
     conda:
         "../envs/layerwise.yaml"
     threads: PARALLEL_THREADS

@@ -125,6 +125,20 @@ def analysis_params(name):
     return dict(config["analysis"][REGISTRY[name].section])
 
 
+# Scheduling order where jobs share cores (a local run; SLURM submissions follow it too):
+# extraction and pooling first, since every analysis of a model waits for them, then the
+# analyses longest first (frames, then words and phones, then utterances; within a span the
+# analyses that spread over threads), so that no long job starts last and runs alone.
+UPSTREAM_PRIORITY = 100
+SPAN_PRIORITY = {"frame": 20, "word": 10, "phone": 10, "utterance": 0}
+
+
+def analysis_priority(wildcards):
+    """Priority of an analyse or analyse_cross job: longest first (see SPAN_PRIORITY)."""
+    analysis = getattr(wildcards, "analysis", "similarity")
+    return SPAN_PRIORITY[wildcards.span] + (1 if REGISTRY[analysis].parallel else 0)
+
+
 def analysis_threads(wildcards):
     """Cores an analyse job claims: PARALLEL_THREADS for the analyses that use them, else 1."""
     return PARALLEL_THREADS if REGISTRY[wildcards.analysis].parallel else 1

@@ -14,6 +14,7 @@ rule pool_layers:
         directory(f"{OUT}/pooled/{{model}}/{{span}}-{{pooling}}"),
     log:
         f"{LOGS}/pool_layers/{{model}}-{{span}}-{{pooling}}.log",
+    priority: UPSTREAM_PRIORITY
     conda:
         "../envs/layerwise.yaml"
     params:
@@ -32,6 +33,7 @@ rule pool_mel:
         f"{OUT}/pooled/{{model}}/frame-mean.logmel.npy",
     log:
         f"{LOGS}/pool_mel/{{model}}.log",
+    priority: UPSTREAM_PRIORITY
     conda:
         "../envs/layerwise.yaml"
     params:
