@@ -129,6 +129,10 @@ def analysis_params(name):
 # extraction and pooling first, since every analysis of a model waits for them, then the
 # analyses longest first (frames, then words and phones, then utterances; within a span the
 # analyses that spread over threads), so that no long job starts last and runs alone.
+# Snakemake fills free cores with the ready jobs of the largest total priority: an extraction
+# job (all the cores of a CPU-only machine) outranks any set of one-core jobs, else it waits
+# behind them until every core happens to be free at once.
+EXTRACT_PRIORITY = 1000
 UPSTREAM_PRIORITY = 100
 SPAN_PRIORITY = {"frame": 20, "word": 10, "phone": 10, "utterance": 0}
 

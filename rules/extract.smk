@@ -28,7 +28,7 @@ rule extract_features:
         rejected=f"{OUT}/features/{{model}}/shard-{{shard}}.rejected.tsv",
     log:
         f"{LOGS}/extract_features/{{model}}-{{shard}}.log",
-    priority: UPSTREAM_PRIORITY
+    priority: EXTRACT_PRIORITY
     conda:
         "../envs/layerwise.yaml"
     threads: PARALLEL_THREADS
