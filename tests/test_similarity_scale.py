@@ -177,21 +177,24 @@ def test_table_is_the_same_whatever_the_jobs_threads(monkeypatch):
     np.testing.assert_array_equal(tables[0][cols].to_numpy(), tables[1][cols].to_numpy())
 
 
-def test_mapped_layers_are_handed_back_past_the_resident_budget(monkeypatch):
-    """Every pass reads all rows again: past ``_RESIDENT_BYTES`` read, the layers' pages go
-    back to the kernel (what bounds VmHWM at 25 x 1024), below it they stay mapped (page
-    faults on every pass cost 10 %); the values do not change."""
+def test_mapped_layers_are_handed_back_past_the_resident_limit(monkeypatch):
+    """Every pass reads all rows again: when the process's resident memory passes
+    ``_RESIDENT_LIMIT``, the layers' pages go back to the kernel (what bounds VmHWM at
+    25 x 1024), below it they stay mapped (re-reading evicted pages costs); the values do not
+    change."""
     from layerwise.analyses.similarity import gram
 
+    assert 0 < gram._resident_bytes() < gram._RESIDENT_LIMIT
     layers = {f"layer.{i}": M.astype(np.float32)
               for i, M in enumerate(_layers(200, [16, 16, 16], seed=4))}
     released = []
     monkeypatch.setattr(gram, "release", lambda M: released.append(M.shape))
+    monkeypatch.setattr(gram, "_CHECK_BYTES", 10_000)  # less than the layers (38 kB)
     kwargs = dict(model_a="m", model_b="m", span="word", pooling="mean", seed=0, n_boot=2,
                   metrics=EXACT, groups=np.arange(200) // 5)
     within = similarity_table(layers, None, **kwargs)
     assert released == []
-    monkeypatch.setattr(gram, "_RESIDENT_BYTES", 10_000)  # less than the layers (38 kB)
+    monkeypatch.setattr(gram, "_RESIDENT_LIMIT", 0)
     past = similarity_table(layers, None, **kwargs)
     assert len(released) >= 3 and len(released) % 3 == 0  # all layers at once
     cols = ["value", "ci_low", "ci_high"]
