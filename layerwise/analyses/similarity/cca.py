@@ -417,25 +417,26 @@ class PrincipalBasis:
     @classmethod
     def of(cls, X: FloatMatrix | sparse.sparray) -> PrincipalBasis:
         """The basis of validated float64 rows ``X`` (dense, or sparse: see ``centred``)."""
-        if sparse.issparse(X):
-            mean = np.asarray(X.mean(axis=0)).ravel()
-            centred, gram = X, _sparse_centred_gram(X, mean)
-        else:
-            mean = _column_means(X)
-            centred = X - mean
-            gram = centred.T @ centred
+        mean, centred, gram = _centred_rows(X)
         top = _top_eigen(gram, None)
         if top is None:  # no variance
             return cls(mean, centred, np.empty(0), np.empty((0, X.shape[1])))
         return cls(mean, centred, top[0], top[1].T)
 
 
-def _sparse_centred_gram(Y: sparse.sparray, mean: np.ndarray) -> FloatMatrix:
-    """``YcᵀYc = YᵀY - n·μμᵀ`` of sparse rows ``Y`` with column means ``mean``, formed
-    without the dense ``Yc`` (for a one-hot ``Y``, ``YᵀY`` is the diagonal of class counts)."""
-    gram = (Y.T @ Y).toarray()
-    gram -= Y.shape[0] * np.outer(mean, mean)
-    return gram
+def _centred_rows(X: FloatMatrix | sparse.sparray):
+    """``(mean, Xc, XcᵀXc)`` of validated float64 rows ``X``. Of sparse rows (a one-hot
+    target), ``Xc`` is ``X`` itself, uncentred: centring would fill it in, and :func:`_cross`
+    needs only the other side centred; ``XcᵀXc = XᵀX - n·μμᵀ`` is formed without the dense
+    ``Xc`` (for a one-hot ``X``, ``XᵀX`` is the diagonal of class counts)."""
+    if sparse.issparse(X):
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        gram = (X.T @ X).toarray()
+        gram -= X.shape[0] * np.outer(mean, mean)
+        return mean, X, gram
+    mean = _column_means(X)
+    centred = X - mean
+    return mean, centred, centred.T @ centred
 
 
 def _cross(Xc: FloatMatrix, Y: FloatMatrix | sparse.sparray) -> FloatMatrix:
@@ -492,10 +493,8 @@ class HeldOutRows:
         """``(Yc, YcᵀYc)`` of validated float64 rows ``Y``: what :meth:`of` needs of them,
         formed once where one target is scored against many layers (sparse ``Y``: itself,
         uncentred, as :attr:`PrincipalBasis.centred`)."""
-        if sparse.issparse(Y):
-            return Y, _sparse_centred_gram(Y, np.asarray(Y.mean(axis=0)).ravel())
-        Yc = _centre(Y)
-        return Yc, Yc.T @ Yc
+        _, Yc, yy = _centred_rows(Y)
+        return Yc, yy
 
     def pwcca(self, directions: CCADirections, weights: str = "x") -> float:
         """:func:`projected_pwcca` of these rows."""

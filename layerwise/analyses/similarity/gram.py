@@ -40,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from layerwise.analyses.similarity._numerics import _cka_ratio
-from layerwise.analyses.similarity._parallel import _for_each, _single_threaded_blas
+from layerwise.analyses.similarity._parallel import _for_each
 from layerwise.analyses.similarity._results import _MetricResults
 from layerwise.analyses.similarity.cca import _n_kept, _projection_weights, _top_eigen
 from layerwise.io.pooled import release
@@ -549,8 +549,7 @@ class _GramComputation(_MetricResults):
 
         # one SVD of a k x k product per pair (L² of them per sample, d³ each: the largest
         # cost at 25 x 1024), side by side on the job's cores
-        with _single_threaded_blas():
-            _for_each(canonical, len(items))
+        _for_each(canonical, len(items))
         for metric, V in out.items():
             self._store(r, metric, V)
             self._note(r, metric, [x is None for x in bases_a], [x is None for x in bases_b],
