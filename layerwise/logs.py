@@ -35,16 +35,21 @@ def to_file(path: str | Path, *, threads: int | None = None) -> logging.Logger:
 
 def _use_threads(threads: int) -> None:
     """Keep the job to the cores its rule claimed: BLAS/OpenMP pools loaded now and later,
-    and torch. Two one-core jobs side by side would otherwise each start a pool per core."""
+    and torch. Two one-core jobs side by side would otherwise each start a pool per core.
+
+    torch is not imported for this: a torch imported later takes its thread count from
+    ``OMP_NUM_THREADS``, and the import costs 1-1.5 s, which most analysis jobs (all but the
+    probes) never otherwise pay.
+    """
     import os
 
-    import torch
     from threadpoolctl import threadpool_limits
 
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     _THREAD_LIMITS.append(threadpool_limits(limits=threads))
-    torch.set_num_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 _THREAD_LIMITS: list = []  # held for the life of the job
