@@ -207,3 +207,37 @@ def test_cca_on_frames_needs_and_uses_the_mel_matrix():
     with pytest.raises(ValueError, match="needs the log-mel matrix"):
         analyses.run("cca", index, layers, model="m", span="frame", pooling="mean", labels=[],
                      params=CCA, seed=1)
+
+
+@pytest.mark.parametrize("name", ["convexity", "clustering", "featstats", "embed"])
+def test_layers_side_by_side_give_the_same_table(name, tmp_path):
+    """The workflow passes the job's threads as n_jobs: the layers of a pooled folder run in
+    worker processes (each reads its own memory-mapped layer), with the same numbers as one
+    after the other, each layer in its own place."""
+    from layerwise.analyses.registry import get
+    from layerwise.io import pooled
+
+    rng = np.random.default_rng(4)
+    n = 240
+    speaker = np.repeat([f"s{i}" for i in range(6)], n // 6)
+    index = pd.DataFrame({"row": np.arange(n), "utt_id": np.repeat([f"u{i}" for i in range(60)], 4),
+                          "start_s": np.tile([0.0, 0.5, 1.0, 1.5], 60),
+                          "end_s": np.tile([0.5, 1.0, 1.5, 2.0], 60), "unit": "",
+                          "speaker": speaker})
+    centres = rng.standard_normal((6, 16))[np.unique(speaker, return_inverse=True)[1]]
+    layers = [(f"layer.{i}", (centres + (0.5 + i) * rng.standard_normal((n, 16))).astype(np.float32))
+              for i in range(5)]
+    pooled.write(tmp_path / "p", index, iter(layers), model="m", span="utterance", pooling="mean")
+    index, stored = pooled.read(tmp_path / "p")
+    params = schema.defaults("analysis", get(name).section)
+    if name == "embed":
+        params = {**params, "methods": ["pca", "tsne"], "layers": ["first", "middle", "last"]}
+    one, two = (analyses.run(name, index, stored, model="m", span="utterance", pooling="mean",
+                             labels=["speaker"], params=params, seed=0, n_jobs=n_jobs)
+                for n_jobs in (1, 2))
+    pd.testing.assert_frame_equal(one, two)
+    assert sorted(set(one["layer"])) == (["layer.0", "layer.2", "layer.4"] if name == "embed"
+                                         else [f"layer.{i}" for i in range(5)])
+    if name == "featstats":  # noisier layers, larger spread: the layers were not mixed up
+        spread = one[one["statistic"] == "std"].set_index("layer")["value"]
+        assert spread.is_monotonic_increasing

@@ -33,9 +33,8 @@ from sklearn.metrics.cluster import contingency_matrix
 from sklearn.model_selection import GroupShuffleSplit
 from threadpoolctl import threadpool_limits
 
-from layerwise.analyses import subsample
+from layerwise.analyses import layer_tasks, subsample
 from layerwise.analyses.validation import check_int, check_label_frame, check_labels, check_matrix
-from layerwise.logs import progress_bar
 
 __all__ = [
     "CLUSTERING_COLUMNS",
@@ -253,6 +252,7 @@ def clustering_table(
     held_out: float,
     group: str | None,
     seed: int = 0,
+    n_jobs: int | None = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Tidy table of held-out k-means/label agreement per layer and label (Pasad et al., 2023).
@@ -281,6 +281,8 @@ def clustering_table(
         column that is absent: ``utt_id`` (without it, each row is its own group).
     seed : int, default=0
         Seed of the split and of k-means.
+    n_jobs : int or None, default=1
+        Layers side by side in worker processes (:mod:`layerwise.analyses.layer_tasks`).
     progress : bool, default=True
         Show a progress bar on stderr.
 
@@ -320,10 +322,12 @@ def clustering_table(
     train, test = held_out_split(groups, held_out=held_out, seed=seed)
     k = min(n_clusters, len(train))
     shuffle = np.random.default_rng(seed).permutation(len(test))
+    names = list(layers)
+    assigned = layer_tasks.map_layers(_held_out_clusters, layers, names, n_jobs=n_jobs,
+                                      progress=progress, desc="clustering", train=train,
+                                      test=test, k=k, seed=seed)
     rows = []
-    for layer in progress_bar(list(layers), progress=progress, desc="clustering"):
-        X = check_matrix(layers[layer], name=f"layers[{layer!r}]")
-        clusters = fit_kmeans(X[train], k=k, seed=seed).predict(X[test])
+    for layer, clusters in zip(names, assigned, strict=True):
         for name, labels in labelings.items():
             scores = cluster_scores(labels[test], clusters)
             chance = cluster_scores(labels[test], clusters[shuffle])
@@ -332,3 +336,10 @@ def clustering_table(
                 for metric, value in scores.items()
             )
     return pd.DataFrame(rows, columns=list(CLUSTERING_COLUMNS))
+
+
+def _held_out_clusters(layers: Mapping[str, np.ndarray], layer: str, *, train: np.ndarray,
+                       test: np.ndarray, k: int, seed) -> np.ndarray:
+    """The clusters of the held-out rows of one layer, read here (one task of the table)."""
+    X = check_matrix(layers[layer], name=f"layers[{layer!r}]")
+    return fit_kmeans(X[train], k=k, seed=seed).predict(X[test])

@@ -44,9 +44,8 @@ from scipy.sparse.csgraph import dijkstra
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from layerwise.analyses import subsample
+from layerwise.analyses import layer_tasks, subsample
 from layerwise.analyses.validation import check_int, check_label_frame, check_labels, check_matrix
-from layerwise.logs import progress_bar
 
 __all__ = [
     "CONVEXITY_COLUMNS",
@@ -340,6 +339,7 @@ def convexity_table(
     max_classes: int,
     limited: Sequence[str] = (),
     seed: int = 0,
+    n_jobs: int | None = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Tidy table of graph convexity per layer, label and class, on a stated sample of rows.
@@ -379,6 +379,8 @@ def convexity_table(
         rows.
     seed : int, default=0
         Seed of the row sample and of the pair sampling.
+    n_jobs : int or None, default=1
+        Layers side by side in worker processes (:mod:`layerwise.analyses.layer_tasks`).
     progress : bool, default=True
         Show a progress bar on stderr.
 
@@ -419,17 +421,28 @@ def convexity_table(
                      max_classes=max_classes, max_rows=max_rows, max_pairs=max_pairs, seed=seed)
     limits = {name: (min_count, max_classes) if name in limited else (np.nan, np.nan)
               for name in labelings}
-    rows = []
-    for layer in progress_bar(list(layers), progress=progress, desc="convexity"):
-        summaries = {}
-        for g in graphs:
-            X = check_matrix(subsample.take(layers, g.rows)[layer], name=f"layers[{layer!r}]",
-                             min_rows=2)
-            scores = _path_scores(knn_graph(X, k=k), g.src, g.dst, g.codes, g.which)
-            for index, name in enumerate(g.names):
-                summary = _summarise(scores[g.which == index], g.pair_class[index],
-                                     g.classes[index])
-                summaries[name] = [(*entry, len(g.rows), *limits[name]) for entry in summary]
-        for name in labelings:  # in the order asked for
-            rows.extend((model, layer, span, pooling, name, *e) for e in summaries.get(name, []))
+    names = list(layers)
+    by_layer = layer_tasks.map_layers(_layer_summaries, layers, names, n_jobs=n_jobs,
+                                      progress=progress, desc="convexity", graphs=graphs, k=k,
+                                      limits=limits)
+    rows = [(model, layer, span, pooling, name, *e)
+            for layer, summaries in zip(names, by_layer, strict=True)
+            for name in labelings  # in the order asked for
+            for e in summaries.get(name, [])]
     return pd.DataFrame(rows, columns=list(CONVEXITY_COLUMNS))
+
+
+def _layer_summaries(layers: Mapping[str, np.ndarray], layer: str, *, graphs: list[_Graph],
+                     k: int, limits: dict) -> dict[str, list[tuple]]:
+    """Each label's summary rows at one layer, its sampled rows read here (one task of
+    :func:`convexity_table`)."""
+    summaries = {}
+    for g in graphs:
+        X = check_matrix(subsample.take(layers, g.rows)[layer], name=f"layers[{layer!r}]",
+                         min_rows=2)
+        scores = _path_scores(knn_graph(X, k=k), g.src, g.dst, g.codes, g.which)
+        for index, name in enumerate(g.names):
+            summary = _summarise(scores[g.which == index], g.pair_class[index],
+                                 g.classes[index])
+            summaries[name] = [(*entry, len(g.rows), *limits[name]) for entry in summary]
+    return summaries

@@ -26,9 +26,8 @@ import pandas as pd
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from layerwise.analyses import subsample
+from layerwise.analyses import layer_tasks, subsample
 from layerwise.analyses.validation import check_int, check_matrix
-from layerwise.logs import progress_bar
 from layerwise.vocabulary import layer_index
 
 __all__ = [
@@ -314,6 +313,7 @@ def embedding_table(
     pooling: str,
     seed: int = 0,
     max_rows: int,
+    n_jobs: int | None = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Long table of 2-D embeddings of some layers, with every row's labels.
@@ -341,6 +341,8 @@ def embedding_table(
     max_rows : int, default=5000
         Most rows embedded: a sample by :func:`layerwise.analyses.subsample.rows` beyond this (the
         same rows for every layer and method), since t-SNE and UMAP grow superlinearly.
+    n_jobs : int or None, default=1
+        Layers side by side in worker processes (:mod:`layerwise.analyses.layer_tasks`).
     progress : bool, default=True
         Show a progress bar on stderr.
 
@@ -387,11 +389,12 @@ def embedding_table(
     rows = subsample.rows(labels_df, max_rows, seed, stratify=list(dict.fromkeys(strata)))
     sampled = subsample.take(layers, rows)
     labels = labels_df[columns].iloc[rows].reset_index(drop=True)
+    embedded = layer_tasks.map_layers(_layer_embeddings, sampled, chosen, n_jobs=n_jobs,
+                                      progress=progress, desc="embed", methods=methods,
+                                      seed=seed)
     frames = []
-    for layer in progress_bar(chosen, progress=progress, desc="embed"):
-        X = check_matrix(sampled[layer], name=f"layers[{layer!r}]")
-        for method in methods:
-            coords, explained = embed_2d(X, method, seed=seed)
+    for layer, by_method in zip(chosen, embedded, strict=True):
+        for method, (coords, explained) in zip(methods, by_method, strict=True):
             fixed = pd.DataFrame(
                 {
                     "model": model, "layer": layer, "span": span, "pooling": pooling,
@@ -403,3 +406,11 @@ def embedding_table(
     if not frames:
         return pd.DataFrame(columns=[*EMBED_COLUMNS, *columns])
     return pd.concat(frames, ignore_index=True)
+
+
+def _layer_embeddings(layers: Mapping[str, np.ndarray], layer: str, *, methods: Sequence[str],
+                      seed) -> list[tuple[np.ndarray, float]]:
+    """:func:`embed_2d` of one layer's sampled rows by each method, read here (one task of
+    :func:`embedding_table`)."""
+    X = check_matrix(layers[layer], name=f"layers[{layer!r}]")
+    return [embed_2d(X, method, seed=seed) for method in methods]

@@ -30,8 +30,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from layerwise.analyses import layer_tasks
 from layerwise.analyses.validation import check_int, check_layer, check_layer_shapes, check_matrix
-from layerwise.logs import progress_bar
 
 __all__ = [
     "VAR_HIST_EDGES",
@@ -269,6 +269,7 @@ def featstats_table(
     model: str,
     seed: int = 0,
     n_pairs: int,
+    n_jobs: int | None = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Tidy table of label-free activation statistics for every layer.
@@ -283,6 +284,8 @@ def featstats_table(
         Seed of the anisotropy pair sampling (the same pairs of rows for every layer).
     n_pairs : int, default=2000
         Row pairs for the anisotropy estimate.
+    n_jobs : int or None, default=1
+        Layers side by side in worker processes (:mod:`layerwise.analyses.layer_tasks`).
     progress : bool, default=True
         Show a progress bar on stderr.
 
@@ -306,9 +309,18 @@ def featstats_table(
     (94, 4)
     """
     check_layer_shapes(layers)
-    rows = []
-    for layer in progress_bar(list(layers), progress=progress, desc="featstats"):
-        # one layer read at a time: a memory-mapped layer is let go before the next
-        stats = activation_statistics(check_layer(layers, layer), n_pairs=n_pairs, seed=seed)
-        rows.extend((model, layer, name, value) for name, value in stats.items())
+    names = list(layers)
+    stats = layer_tasks.map_layers(_layer_statistics, layers, names, n_jobs=n_jobs,
+                                   progress=progress, desc="featstats", n_pairs=n_pairs,
+                                   seed=seed)
+    rows = [(model, layer, name, value)
+            for layer, layer_stats in zip(names, stats, strict=True)
+            for name, value in layer_stats.items()]
     return pd.DataFrame(rows, columns=list(FEATSTATS_COLUMNS))
+
+
+def _layer_statistics(layers: Mapping[str, np.ndarray], layer: str, *, n_pairs: int,
+                      seed) -> dict[str, float]:
+    """:func:`activation_statistics` of one layer, read here (one task of the table): a
+    memory-mapped layer is let go before the next."""
+    return activation_statistics(check_layer(layers, layer), n_pairs=n_pairs, seed=seed)

@@ -74,7 +74,6 @@ import numpy as np
 import pandas as pd
 import sklearn
 import torch
-from joblib import Parallel, delayed
 from scipy import stats
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.decomposition import PCA
@@ -87,7 +86,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from layerwise.analyses import linear_probe, subsample
+from layerwise.analyses import layer_tasks, linear_probe, subsample
 from layerwise.analyses.validation import (
     check_int,
     check_label_frame,
@@ -95,7 +94,6 @@ from layerwise.analyses.validation import (
     check_layer,
     check_matrix,
 )
-from layerwise.logs import progress_bar
 
 __all__ = [
     "PROBE_COLUMNS",
@@ -540,8 +538,8 @@ def _evaluate_layer(
             torch.set_num_threads(threads)
 
 
-def _evaluate_stored(layers: Mapping[str, np.ndarray], layer: str, plans: list[_Plan | None],
-                     **options) -> list[np.ndarray | None]:
+def _evaluate_stored(layers: Mapping[str, np.ndarray], layer: str, *,
+                     plans: list[_Plan | None], **options) -> list[np.ndarray | None]:
     """:func:`_evaluate_layer` of layer ``layer`` of ``layers``, read and checked here."""
     return _evaluate_layer(check_layer(layers, layer, min_rows=2), plans, **options)
 
@@ -807,19 +805,14 @@ def probe_table(
     limits = [(min_count, max_classes) if name in limited else (np.nan, np.nan) for name in names]
     if solver == "torch" and probe == "logreg" and linear_probe.device().type == "cuda":
         n_jobs = 1  # the GPU is the parallelism; one process holds it
-    # One task per layer, which reads its layer itself (check_layer): a lazy mapping copies the
-    # rows of one layer at a time, and in a worker process, so that a memory-mapped layer is
-    # passed by its file name (joblib), never copied whole into this process or a temporary
-    # file; with the generator and ``pre_dispatch`` only the tasks in flight are held.
-    results = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="n_jobs")(
-        delayed(_evaluate_stored)(subsample.only(layers, layer), layer, plans, probe=probe,
-                                  max_dims=max_dims, pca_on=pca_on, seed=seed, solver=solver)
-        for layer in layers
-    )
-    bar = progress_bar(results, progress=progress, desc="probes", total=len(layers))
+    # one task per layer, which reads its layer itself (check_layer)
+    by_layer = layer_tasks.map_layers(_evaluate_stored, layers, list(layers), n_jobs=n_jobs,
+                                      progress=progress, desc="probes", plans=plans,
+                                      probe=probe, max_dims=max_dims, pca_on=pca_on, seed=seed,
+                                      solver=solver)
     rows = [
         (model, str(layer), span, pooling, name, probe, *entry, *counts, *limit)
-        for layer, layer_scores in zip(layers, bar, strict=True)
+        for layer, layer_scores in zip(layers, by_layer, strict=True)
         for name, scores, counts, limit in zip(names, layer_scores, used, limits, strict=True)
         for entry in _summary(scores)
     ]

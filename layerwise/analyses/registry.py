@@ -54,8 +54,8 @@ class Analysis:
     compute: Callable[..., pd.DataFrame]
     spans: tuple[str, ...]
     section: str  # the config section analysis.<section>
-    #: spreads its work over the job's threads; the others run on one thread, so the rule
-    #: claims one core and two of them run side by side
+    #: spreads its work over the job's threads (similarity and CCA by threads, the per-layer
+    #: analyses by worker processes, ``layer_tasks``); one that does not gets a one-core job
     parallel: bool = False
 
     @property
@@ -191,7 +191,7 @@ def probes(rows: Rows, *, probe, solver, folds, group, fallback_group, min_count
                        else None, n_jobs=rows.n_jobs, progress=progress, **rows.context)
 
 
-@register("convexity")
+@register("convexity", parallel=True)
 def convexity(rows: Rows, *, k, max_pairs, max_rows, min_count, max_classes,
               progress: bool = True) -> pd.DataFrame:
     from layerwise.analyses.convexity import convexity_table
@@ -200,11 +200,11 @@ def convexity(rows: Rows, *, k, max_pairs, max_rows, min_count, max_classes,
     limited = [c for c in UNIT_LABELS[rows.span] if c in rows.labels]
     return convexity_table(layers, index, label_columns=rows.labels, limited=limited,
                            seed=rows.seed, k=k, max_pairs=max_pairs, max_rows=max_rows,
-                           min_count=min_count, max_classes=max_classes, progress=progress,
-                           **rows.context)
+                           min_count=min_count, max_classes=max_classes, n_jobs=rows.n_jobs,
+                           progress=progress, **rows.context)
 
 
-@register("clustering")
+@register("clustering", parallel=True)
 def clustering(rows: Rows, *, n_clusters, held_out, group,
                progress: bool = True) -> pd.DataFrame:
     from layerwise.analyses.clustering import clustering_table
@@ -212,25 +212,26 @@ def clustering(rows: Rows, *, n_clusters, held_out, group,
     layers, index = _labeled(rows)
     return clustering_table(layers, index, label_columns=rows.labels, seed=rows.seed,
                             n_clusters=n_clusters, held_out=held_out, group=group,
-                            progress=progress, **rows.context)
+                            n_jobs=rows.n_jobs, progress=progress, **rows.context)
 
 
-@register("featstats")
+@register("featstats", parallel=True)
 def featstats(rows: Rows, *, n_pairs, progress: bool = True) -> pd.DataFrame:
     from layerwise.analyses.featstats import featstats_table
 
     return featstats_table(rows.layers, model=rows.model, seed=rows.seed, n_pairs=n_pairs,
-                           progress=progress)
+                           n_jobs=rows.n_jobs, progress=progress)
 
 
-@register("embed")
+@register("embed", parallel=True)
 def embed(rows: Rows, *, layers, methods, max_rows, progress: bool = True) -> pd.DataFrame:
     """Every row is embedded (subsampled lazily); unlabeled rows are coloured by utterance."""
     from layerwise.analyses.embed import embedding_table
 
     return embedding_table(rows.layers, rows.index, label_columns=rows.labels or ["utt_id"],
                            layers_to_embed=layers, methods=methods, max_rows=max_rows,
-                           seed=rows.seed, progress=progress, **rows.context)
+                           seed=rows.seed, n_jobs=rows.n_jobs, progress=progress,
+                           **rows.context)
 
 
 #: CCA needs a target: the unit label (word/phone spans) or log-mel frames (frame span).
