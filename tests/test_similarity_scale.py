@@ -64,6 +64,25 @@ def test_exact_metrics_equal_the_reference(n, grouped, svcca_components, two, by
     assert worst < 1e-9
 
 
+@pytest.mark.parametrize("two", [False, True])
+def test_units_read_in_several_chunks_equal_the_reference(two, monkeypatch):
+    """Utterances longer than a chunk of rows: their later chunks add into the first's."""
+    from layerwise.analyses.similarity import gram
+
+    monkeypatch.setattr(gram, "_CHUNK_ELEMENTS", 1)  # chunks of 16 rows (the least)
+    monkeypatch.setattr(_GramComputation, "_by_kernels", lambda *args: False)
+    mats_a = _layers(300, [5, 8, 40], seed=1)
+    mats_b = _layers(300, [7, 30], seed=2) if two else None
+    codes = sim._group_codes(np.arange(300) // 30, 300)  # 10 units of 30 rows
+    new, ref = _both(mats_a, mats_b, n_boot=4, seed=3, codes=codes)
+    assert new.chunk == 16
+    for metric in EXACT:
+        np.testing.assert_allclose(new.values[metric], ref.values[metric], atol=1e-9,
+                                   equal_nan=True)
+        np.testing.assert_allclose(new.replicates[metric], ref.replicates[metric], atol=1e-9,
+                                   equal_nan=True)
+
+
 def test_kernels_are_chosen_for_few_rows_of_wide_layers():
     """One row per utterance (2,703 rows of 768 dims) takes the kernels, many rows of the
     same layers the per-unit products; too many rows for the kernels' memory never do."""

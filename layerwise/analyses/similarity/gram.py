@@ -258,8 +258,14 @@ class _GramComputation(_MetricResults):
         if self._by_kernels(first, second, pairs):
             grams = self._kernel_unit_grams(first, second, pairs)
         else:
+            # one buffer for every group's products, its pages faulted in once: fresh arrays
+            # per group cost a page fault per 4 KiB written, for each group again
+            sizes = [len(units) * sum(first.dims[a] * second.dims[b] for a, b in group)
+                     for group in groups]
+            buffer = np.empty(max(sizes, default=0))
             grams = ((pair, P @ P.T) for group in groups
-                     for pair, P in self._unit_products(first, second, group, units, bar).items())
+                     for pair, P in self._unit_products(first, second, group, units, bar,
+                                                        buffer).items())
         for (a, b), G in grams:
             GC, GC2 = counts @ G, squared @ G
             n11[:, a, b] = np.einsum("rk,rk->r", GC, counts)
@@ -305,27 +311,42 @@ class _GramComputation(_MetricResults):
             H = K1[a] * K2[b]
             yield (a, b), np.add.reduceat(np.add.reduceat(H, starts, axis=0), starts, axis=1)
 
-    def _unit_products(self, first, second, group, units, bar) -> dict:
+    def _unit_products(self, first, second, group, units, bar, buffer: np.ndarray) -> dict:
         """``{(a, b): P}`` with ``P[k]`` the flattened ``X_aᵀ Y_b`` of unit ``k``'s centred
-        rows, for the pairs of ``group``."""
+        rows, for the pairs of ``group``; the ``P`` are views of ``buffer``, overwritten by the
+        next call."""
         wanted_first = sorted({a for a, _ in group})
         wanted_second = sorted({b for _, b in group})
         if second is first:
             wanted_first = wanted_second = sorted(set(wanted_first) | set(wanted_second))
         at_first = _offsets(first, wanted_first)
         at_second = _offsets(second, wanted_second)
-        products = {(a, b): np.zeros((len(units), first.dims[a] * second.dims[b]))
-                    for a, b in group}
+        products, used = {}, 0
+        for a, b in group:
+            size = len(units) * first.dims[a] * second.dims[b]
+            products[a, b] = buffer[used:used + size].reshape(len(units), -1)
+            used += size
+        # a unit of more rows than a chunk adds its later chunks' products through one buffer:
+        # a fresh temporary per product costs its page faults, and the add, as much as the GEMM
+        scratch = np.empty(max(P.shape[1] for P in products.values()))
         for k, rows_k in enumerate(units):
             n_k = _length(rows_k)
+            if n_k == 0:  # a unit without rows: its products are zero
+                for P in products.values():
+                    P[k] = 0.0
             for start in range(0, n_k, self.chunk):
                 rows = _part(rows_k, start, min(start + self.chunk, n_k))
                 X = first.stack(wanted_first, rows)
                 Y = X if second is first else second.stack(wanted_second, rows)
                 for (a, b), P in products.items():
                     block = P[k].reshape(first.dims[a], second.dims[b])
-                    block += (X[:, at_first[a]:at_first[a] + first.dims[a]].T
-                              @ Y[:, at_second[b]:at_second[b] + second.dims[b]])
+                    Xa = X[:, at_first[a]:at_first[a] + first.dims[a]]
+                    Yb = Y[:, at_second[b]:at_second[b] + second.dims[b]]
+                    if start == 0:  # written in place: the unit's first chunk
+                        np.matmul(Xa.T, Yb, out=block)
+                    else:
+                        part = scratch[:block.size].reshape(block.shape)
+                        block += np.matmul(Xa.T, Yb, out=part)
             bar.update(1)
         return products
 
