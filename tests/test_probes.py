@@ -289,6 +289,35 @@ def blobs(n=900, dims=30, n_classes=4, spread=0.3, seed=20):
     return (X * rng.uniform(0.5, 20, dims) + 50).astype(np.float32), y
 
 
+@pytest.mark.parametrize("pca_on", ["train", "all"])
+def test_each_label_gets_its_own_scores_when_layers_and_labels_run_side_by_side(pca_on):
+    """Two workers, one task per layer and label (per layer with pca_on="all"): each label's
+    rows are those of a table of that label alone, on one worker."""
+    rng = np.random.default_rng(5)
+    X, labels = separable(n_per_class=30, dims=8)
+    layers = {f"layer.{i}": X + rng.normal(0, 1.0 + i, X.shape) for i in range(3)}
+    labels_df = pd.DataFrame({"word": labels, "half": np.where(X[:, 0] > np.median(X[:, 0]),
+                                                               "hi", "lo")})
+    settings = dict(model="m", span="word", pooling="mean", folds=3, pca_on=pca_on,
+                    progress=False)
+    both = probe_table(layers, labels_df, label_columns=["word", "half"], n_jobs=2, **settings)
+    for label in ("word", "half"):
+        alone = probe_table(layers, labels_df, label_columns=label, n_jobs=1, **settings)
+        pd.testing.assert_frame_equal(both[both["label"] == label].reset_index(drop=True), alone)
+    assert both[both["label"] == "word"]["value"].to_numpy().tolist() != \
+        both[both["label"] == "half"]["value"].to_numpy().tolist()
+
+
+def test_moments_and_rows_on_the_cpu_are_those_of_float64_numpy():
+    """Moments' column sums (by NumPy, in float64) and the fold rows taken (linear_probe.take)."""
+    X = np.random.default_rng(2).normal(3.0, 1.0, (500, 7)).astype(np.float32)
+    moments = linear_probe.Moments.of(torch.as_tensor(X))
+    np.testing.assert_allclose(moments.sums.numpy(), X.astype(np.float64).sum(0), rtol=1e-12)
+    assert moments.sums.dtype == torch.float64 and moments.count == 500
+    rows = np.array([4, 0, 499, 4])
+    assert torch.equal(linear_probe.take(torch.as_tensor(X), rows), torch.as_tensor(X[rows]))
+
+
 def test_moments_downdated_basis_is_sklearns_scaler_and_pca_on_the_training_rows():
     """All rows minus the held-out rows give the training rows' StandardScaler -> PCA (up to
     column signs, which an L2 logistic regression does not see)."""

@@ -23,7 +23,7 @@ from joblib import Parallel, delayed
 from layerwise.analyses import subsample
 from layerwise.logs import progress_bar
 
-__all__ = ["map_layers"]
+__all__ = ["map_layers", "map_tasks"]
 
 
 def map_layers(func: Callable, layers: Mapping[str, np.ndarray], names: Sequence[str], *,
@@ -35,7 +35,19 @@ def map_layers(func: Callable, layers: Mapping[str, np.ndarray], names: Sequence
     ``layers[name]`` itself. Results come back in the order of ``names``; the progress bar
     (on stderr) counts the finished layers.
     """
-    names = list(names)
-    tasks = (delayed(func)(subsample.only(layers, name), name, **kwargs) for name in names)
-    results = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="n_jobs")(tasks)
-    return list(progress_bar(results, progress=progress, desc=desc, total=len(names)))
+    return map_tasks(func, layers, [(name, kwargs) for name in names], n_jobs=n_jobs,
+                     progress=progress, desc=desc)
+
+
+def map_tasks(func: Callable, layers: Mapping[str, np.ndarray],
+              tasks: Sequence[tuple[str, Mapping]], *, n_jobs: int | None, progress: bool,
+              desc: str) -> list:
+    """:func:`map_layers` with arguments of each task's own: ``[func(subsample.only(layers,
+    name), name, **kwargs) for name, kwargs in tasks]``. A layer may have several tasks
+    (the probes: one per layer and label), which balances the workers when a layer's work
+    is large and the layers do not divide evenly among them.
+    """
+    tasks = list(tasks)
+    calls = (delayed(func)(subsample.only(layers, name), name, **kwargs) for name, kwargs in tasks)
+    results = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="n_jobs")(calls)
+    return list(progress_bar(results, progress=progress, desc=desc, total=len(tasks)))

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Moments", "device", "fit_path", "predict", "project", "standardised_pca"]
+__all__ = ["Moments", "device", "fit_path", "predict", "project", "standardised_pca", "take"]
 
 
 def device() -> torch.device:
@@ -67,7 +67,7 @@ class Moments:
     @classmethod
     def of(cls, X: torch.Tensor) -> Moments:
         """Moments of the rows of ``X`` (float32; centre it first, so the Gram loses nothing)."""
-        return cls(len(X), X.sum(0, dtype=torch.float64), _matmul(X.T, X).double())
+        return cls(len(X), _column_sums(X), _matmul(X.T, X).double())
 
     def __sub__(self, other: Moments) -> Moments:
         return Moments(self.count - other.count, self.sums - other.sums, self.gram - other.gram)
@@ -102,6 +102,22 @@ def project(X: torch.Tensor, shift: torch.Tensor, A: torch.Tensor) -> torch.Tens
     Z = _matmul(X, A)
     Z -= shift @ A
     return Z
+
+
+def take(X: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    """``X[rows]``; on the CPU by NumPy's fancy indexing, about twice as fast as torch's on
+    one core (a probe gathers each fold's rows about 40 times per layer and label)."""
+    if X.device.type != "cpu":
+        return X[torch.as_tensor(rows, device=X.device)]
+    return torch.from_numpy(X.numpy()[rows])
+
+
+def _column_sums(X: torch.Tensor) -> torch.Tensor:
+    """Column sums in float64; on the CPU by NumPy, which converts as it adds (torch's
+    ``sum(dtype=float64)`` of a float32 matrix is about 9 times slower on one core)."""
+    if X.device.type != "cpu":
+        return X.sum(0, dtype=torch.float64)
+    return torch.from_numpy(X.numpy().sum(0, dtype=np.float64))
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -39,12 +39,12 @@ Choices that trade exactness for speed (measured on 2,700 rows x 768 dims):
   time. Convergence warnings from these capped fits are silenced.
 * BLAS/OpenMP threads are limited to one per fit: the matrices are small, and
   oversubscribed threads were 10-50x slower on a shared machine. Parallelism comes from
-  ``n_jobs`` (one process per layer).
+  ``n_jobs`` worker processes, one task per layer and label.
 
-Folds are made once per label and reused for every layer, so layers are compared on
-identical splits. With ``group`` (e.g. the speaker) the folds are group-disjoint
-(``StratifiedGroupKFold``, also for the inner splits), so a probe cannot score by
-recognising a speaker it saw in training. The label that is the group itself (the
+Folds (and the inner splits of each training fold) are made once per label and reused for
+every layer, so layers are compared on identical splits. With ``group`` (e.g. the speaker)
+the folds are group-disjoint (``StratifiedGroupKFold``, also for the inner splits), so a
+probe cannot score by recognising a speaker it saw in training. The label that is the group itself (the
 speaker) cannot have group-disjoint folds; it, and every label when ``group`` is None,
 is grouped by ``fallback_group`` instead (the workflow passes the utterance), so that
 the words, phones and frames of one utterance - near-duplicates for a speaker probe -
@@ -156,6 +156,7 @@ def make_probe(
     max_dims: int | None = 256,
     preprocess: bool = True,
     seed: int | None = 0,
+    cv: list | None = None,
 ):
     """Unfitted probe for one outer training fold: preprocessing refitted on every split.
 
@@ -175,6 +176,10 @@ def make_probe(
         False leaves out scaler and PCA (for input that was already preprocessed).
     seed : int or None, default=0
         Seed of the inner splits, the PCA and the MLP.
+    cv : list of (ndarray, ndarray) or None, default=None
+        The ``logreg`` probe's inner splits of the training rows when they were made
+        already (the probes make them once per label, for every layer); None makes them
+        from ``y_train``, ``groups`` and ``seed``.
 
     Returns
     -------
@@ -201,7 +206,7 @@ def make_probe(
     if probe == "logreg":
         classifier = LogisticRegression(tol=1e-3, max_iter=100)
         return InnerCVProbe(Pipeline([*steps, ("classifier", classifier)]),
-                            _inner_splits(y_train, groups, seed))
+                            _inner_splits(y_train, groups, seed) if cv is None else cv)
     validation = _validation_split(y_train, groups, seed)
     if validation is None:
         # Too few rows for a validation split that would not saturate at 100% after a
@@ -327,6 +332,20 @@ class _Plan:
     y: np.ndarray
     groups: np.ndarray | None
     splits: list[tuple[np.ndarray, np.ndarray]]
+    #: per outer fold, the inner (C search) splits of its training rows (None for a fold
+    #: whose training rows hold one class): made once here, not once per layer
+    inner: list[list | None]
+
+
+def _planned(rows: np.ndarray, y: np.ndarray, groups: np.ndarray | None, splits: list, seed
+             ) -> _Plan:
+    """The plan of these outer splits, with the inner splits of each training fold."""
+    inner = [
+        None if len(np.unique(y[train])) < 2
+        else _inner_splits(y[train], None if groups is None else groups[train], seed)
+        for train, _ in splits
+    ]
+    return _Plan(rows, y, groups, splits, inner)
 
 
 def _plan(labels: np.ndarray, groups: np.ndarray | None, *, folds: int, seed, name: str,
@@ -343,7 +362,7 @@ def _plan(labels: np.ndarray, groups: np.ndarray | None, *, folds: int, seed, na
         plan = _plan(labels[candidates], None if groups is None else groups[candidates],
                      folds=folds, seed=seed, name=name)
         return None if plan is None else _Plan(candidates[plan.rows], plan.y, plan.groups,
-                                               plan.splits)
+                                               plan.splits, plan.inner)
     classes, codes = np.unique(labels, return_inverse=True)
     if groups is None:
         size = np.bincount(codes, minlength=len(classes))
@@ -381,7 +400,7 @@ def _plan(labels: np.ndarray, groups: np.ndarray | None, *, folds: int, seed, na
     if groups is None:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         splits = list(splitter.split(rows, y))
-        return _Plan(rows, y, None, splits)
+        return _planned(rows, y, None, splits, seed)
     kept_groups = groups[rows]
     n_groups = len(np.unique(kept_groups))
     if n_groups < folds:
@@ -391,7 +410,7 @@ def _plan(labels: np.ndarray, groups: np.ndarray | None, *, folds: int, seed, na
         warnings.warn(f"{name}: only {n_groups} groups; using {n_groups} folds", stacklevel=3)
         folds = n_groups
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return _Plan(rows, y, kept_groups, list(splitter.split(rows, y, kept_groups)))
+    return _planned(rows, y, kept_groups, list(splitter.split(rows, y, kept_groups)), seed)
 
 
 def _inner_splits(y: np.ndarray, groups: np.ndarray | None, seed) -> list:
@@ -444,8 +463,9 @@ def _fold_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]
 def _outer_folds(plan: _Plan, fold_predictions) -> np.ndarray:
     """Scores of shape (2 metrics, 2 [probe, chance], n_folds); NaN for skipped folds.
 
-    ``fold_predictions(train, test, y_train, groups)`` fits a probe on the training rows of
-    an outer fold (indices into ``plan.rows``) and predicts the classes of its test rows.
+    ``fold_predictions(train, test, y_train, groups, inner)`` fits a probe on the training
+    rows of an outer fold (indices into ``plan.rows``; ``inner``: their inner splits) and
+    predicts the classes of its test rows.
     """
     out = np.full((len(_METRICS), 2, len(plan.splits)), np.nan)
     for f, (train, test) in enumerate(plan.splits):
@@ -455,7 +475,8 @@ def _outer_folds(plan: _Plan, fold_predictions) -> np.ndarray:
             warnings.warn("an outer training fold holds one class; fold skipped", stacklevel=3)
             continue
         groups = None if plan.groups is None else plan.groups[train]
-        out[:, 0, f] = _fold_metrics(plan.y[test], fold_predictions(train, test, y_train, groups))
+        predicted = fold_predictions(train, test, y_train, groups, plan.inner[f])
+        out[:, 0, f] = _fold_metrics(plan.y[test], predicted)
         majority = present[np.argmax(np.bincount(y_train)[present])]
         out[:, 1, f] = _fold_metrics(plan.y[test], np.full(len(test), majority))
     return out
@@ -467,9 +488,9 @@ def _evaluate(
     """:func:`_outer_folds` of a scikit-learn probe (:func:`make_probe`)."""
     X = X[plan.rows]
 
-    def fold_predictions(train, test, y_train, groups):
+    def fold_predictions(train, test, y_train, groups, inner):
         pipeline = make_probe(probe, n_features=X.shape[1], y_train=y_train, groups=groups,
-                              max_dims=max_dims, preprocess=preprocess, seed=seed)
+                              max_dims=max_dims, preprocess=preprocess, seed=seed, cv=inner)
         return pipeline.fit(X[train], y_train).predict(X[test])
 
     return _outer_folds(plan, fold_predictions)
@@ -487,21 +508,23 @@ def _evaluate_torch(X: np.ndarray, plan: _Plan, *, max_dims, preprocess: bool, s
     Xt -= Xt.mean(0)  # centred once, so that the float32 Gram matrices lose nothing to the mean
     everything = linear_probe.Moments.of(Xt) if preprocess else None
     Cs = sorted(C_GRID)
+    rows = linear_probe.take
 
-    def fold_predictions(train, test, y_train, groups):
-        fold = everything - linear_probe.Moments.of(Xt[test]) if preprocess else None
-        X_train = Xt[train]
+    def fold_predictions(train, test, y_train, groups, inner_splits):
+        fold = everything - linear_probe.Moments.of(rows(Xt, test)) if preprocess else None
+        X_train = rows(Xt, train)
         scores = np.zeros(len(Cs))
-        for inner, validation in _inner_splits(y_train, groups, seed):
-            Z = _projected(X_train, fold - linear_probe.Moments.of(X_train[validation])
+        for inner, validation in inner_splits:
+            Z = _projected(X_train, fold - linear_probe.Moments.of(rows(X_train, validation))
                            if preprocess else None, max_dims)
-            path = linear_probe.fit_path(Z[inner], y_train[inner], Cs)
-            scores += [np.mean(linear_probe.predict(Z[validation], *fit) == y_train[validation])
+            path = linear_probe.fit_path(rows(Z, inner), y_train[inner], Cs)
+            Z_validation = rows(Z, validation)
+            scores += [np.mean(linear_probe.predict(Z_validation, *fit) == y_train[validation])
                        for fit in path]
         C = Cs[int(np.argmax(scores))]
         Z = _projected(Xt, fold, max_dims)
-        fit = linear_probe.fit_path(Z[train], y_train, [c for c in Cs if c <= C])[-1]
-        return linear_probe.predict(Z[test], *fit)
+        fit = linear_probe.fit_path(rows(Z, train), y_train, [c for c in Cs if c <= C])[-1]
+        return linear_probe.predict(rows(Z, test), *fit)
 
     return _outer_folds(plan, fold_predictions)
 
@@ -542,6 +565,30 @@ def _evaluate_stored(layers: Mapping[str, np.ndarray], layer: str, *,
                      plans: list[_Plan | None], **options) -> list[np.ndarray | None]:
     """:func:`_evaluate_layer` of layer ``layer`` of ``layers``, read and checked here."""
     return _evaluate_layer(check_layer(layers, layer, min_rows=2), plans, **options)
+
+
+def _evaluate_layers(layers: Mapping[str, np.ndarray], plans: list[_Plan | None], *, n_jobs,
+                     progress: bool, pca_on: str, **options) -> list[list[np.ndarray | None]]:
+    """Scores of every label's plan on every layer: ``[layer][label]``.
+
+    One task per layer and label (each reads its layer itself, :func:`_evaluate_stored`),
+    so that two workers stay busy to the end whatever the number of layers; with
+    ``pca_on="all"`` one task per layer, which fits the layer's scaler and PCA once for
+    every label.
+    """
+    batches = [[j] for j, plan in enumerate(plans) if plan is not None] if pca_on == "train" \
+        else [list(range(len(plans)))]
+    tasks = [(name, {"plans": [plans[j] for j in batch]}) for name in layers for batch in batches]
+    done = iter(layer_tasks.map_tasks(partial(_evaluate_stored, pca_on=pca_on, **options), layers,
+                                      tasks, n_jobs=n_jobs, progress=progress, desc="probes"))
+    by_layer = []
+    for _ in layers:
+        scores: list[np.ndarray | None] = [None] * len(plans)
+        for batch in batches:
+            for j, result in zip(batch, next(done), strict=True):
+                scores[j] = result
+        by_layer.append(scores)
+    return by_layer
 
 
 def _summary(scores: np.ndarray | None) -> list[tuple]:
@@ -749,8 +796,8 @@ def probe_table(
         Labels whose classes ``min_count`` and ``max_classes`` limit (the workflow: the
         span's word and phone labels; corpus labels such as the speaker are not limited).
     n_jobs : int or None, default=1
-        Processes over layers (joblib semantics, -1 = all cores); 1 when the ``torch``
-        solver runs on a GPU.
+        Worker processes, one task per layer and label (per layer with ``pca_on="all"``;
+        joblib semantics, -1 = all cores); 1 when the ``torch`` solver runs on a GPU.
     progress : bool, default=True
         Show a progress bar on stderr.
 
@@ -805,11 +852,8 @@ def probe_table(
     limits = [(min_count, max_classes) if name in limited else (np.nan, np.nan) for name in names]
     if solver == "torch" and probe == "logreg" and linear_probe.device().type == "cuda":
         n_jobs = 1  # the GPU is the parallelism; one process holds it
-    # one task per layer, which reads its layer itself (check_layer)
-    by_layer = layer_tasks.map_layers(_evaluate_stored, layers, list(layers), n_jobs=n_jobs,
-                                      progress=progress, desc="probes", plans=plans,
-                                      probe=probe, max_dims=max_dims, pca_on=pca_on, seed=seed,
-                                      solver=solver)
+    by_layer = _evaluate_layers(layers, plans, n_jobs=n_jobs, progress=progress, probe=probe,
+                                max_dims=max_dims, pca_on=pca_on, seed=seed, solver=solver)
     rows = [
         (model, str(layer), span, pooling, name, probe, *entry, *counts, *limit)
         for layer, layer_scores in zip(layers, by_layer, strict=True)
