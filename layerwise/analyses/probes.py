@@ -463,9 +463,9 @@ def _fold_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]
 def _outer_folds(plan: _Plan, fold_predictions) -> np.ndarray:
     """Scores of shape (2 metrics, 2 [probe, chance], n_folds); NaN for skipped folds.
 
-    ``fold_predictions(train, test, y_train, groups, inner)`` fits a probe on the training
-    rows of an outer fold (indices into ``plan.rows``; ``inner``: their inner splits) and
-    predicts the classes of its test rows.
+    ``fold_predictions(f, train, test, y_train, groups)`` fits a probe on the training rows
+    of outer fold ``f`` (indices into ``plan.rows``; ``plan.inner[f]``: their inner splits)
+    and predicts the classes of its test rows.
     """
     out = np.full((len(_METRICS), 2, len(plan.splits)), np.nan)
     for f, (train, test) in enumerate(plan.splits):
@@ -475,8 +475,7 @@ def _outer_folds(plan: _Plan, fold_predictions) -> np.ndarray:
             warnings.warn("an outer training fold holds one class; fold skipped", stacklevel=3)
             continue
         groups = None if plan.groups is None else plan.groups[train]
-        predicted = fold_predictions(train, test, y_train, groups, plan.inner[f])
-        out[:, 0, f] = _fold_metrics(plan.y[test], predicted)
+        out[:, 0, f] = _fold_metrics(plan.y[test], fold_predictions(f, train, test, y_train, groups))
         majority = present[np.argmax(np.bincount(y_train)[present])]
         out[:, 1, f] = _fold_metrics(plan.y[test], np.full(len(test), majority))
     return out
@@ -488,9 +487,10 @@ def _evaluate(
     """:func:`_outer_folds` of a scikit-learn probe (:func:`make_probe`)."""
     X = X[plan.rows]
 
-    def fold_predictions(train, test, y_train, groups, inner):
+    def fold_predictions(f, train, test, y_train, groups):
         pipeline = make_probe(probe, n_features=X.shape[1], y_train=y_train, groups=groups,
-                              max_dims=max_dims, preprocess=preprocess, seed=seed, cv=inner)
+                              max_dims=max_dims, preprocess=preprocess, seed=seed,
+                              cv=plan.inner[f])
         return pipeline.fit(X[train], y_train).predict(X[test])
 
     return _outer_folds(plan, fold_predictions)
@@ -503,20 +503,30 @@ def _evaluate_torch(X: np.ndarray, plan: _Plan, *, max_dims, preprocess: bool, s
     The same outer and inner splits, C grid (ties to the smaller C) and refit on the outer
     training fold as :class:`InnerCVProbe`; each (inner) training fold's scaler and PCA come
     from the moments of all rows minus those of its held-out rows.
+
+    The test folds partition the rows, and the validation folds of the inner splits partition
+    an outer training fold: all rows' moments are the sum of the test folds', and the last
+    validation fold's are the training fold's minus the others', so a pass over the rows is
+    made for the test folds and all validation folds but one.
     """
     Xt = torch.as_tensor(np.asarray(X[plan.rows], dtype=np.float32), device=linear_probe.device())
     Xt -= Xt.mean(0)  # centred once, so that the float32 Gram matrices lose nothing to the mean
-    everything = linear_probe.Moments.of(Xt) if preprocess else None
+    rows, moments = linear_probe.take, linear_probe.Moments.of
+    tests = [moments(rows(Xt, test)) for _, test in plan.splits] if preprocess else None
+    everything = sum(tests[1:], tests[0]) if preprocess else None
     Cs = sorted(C_GRID)
-    rows = linear_probe.take
 
-    def fold_predictions(train, test, y_train, groups, inner_splits):
-        fold = everything - linear_probe.Moments.of(rows(Xt, test)) if preprocess else None
+    def fold_predictions(f, train, test, y_train, groups):
         X_train = rows(Xt, train)
+        inner_splits = plan.inner[f]
+        fold = held = None
+        if preprocess:
+            fold = everything - tests[f]
+            held = [moments(rows(X_train, validation)) for _, validation in inner_splits[:-1]]
+            held.append(fold - sum(held[1:], held[0]))
         scores = np.zeros(len(Cs))
-        for inner, validation in inner_splits:
-            Z = _projected(X_train, fold - linear_probe.Moments.of(rows(X_train, validation))
-                           if preprocess else None, max_dims)
+        for i, (inner, validation) in enumerate(inner_splits):
+            Z = _projected(X_train, fold - held[i] if preprocess else None, max_dims)
             path = linear_probe.fit_path(rows(Z, inner), y_train[inner], Cs)
             Z_validation = rows(Z, validation)
             scores += [np.mean(linear_probe.predict(Z_validation, *fit) == y_train[validation])
