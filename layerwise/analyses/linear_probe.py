@@ -23,13 +23,14 @@ Multinomial logistic regression (:func:`fit_path`)
     else on the CPU; no random numbers, so a fit is repeatable on one machine.
 
 Cost of one layer and label with ``n`` rows of width ``d``, ``k = min(max_dims, d)``, ``K``
-classes, 5 outer and 3 inner folds (20 training sets): moments ``3 n d^2`` (all rows once,
-each held-out set once; symmetric products), 20 eigendecompositions ``d^3`` (independent of ``n``), 20
-projections ``~0.8 n d k``, and per L-BFGS evaluation ``4 n k K`` (about 35 evaluations per
-path of 4 C values on ``benchmarks/bench_scale.py``'s data). Time is linear in rows and in
-layers, and in classes for the fits; memory (per worker process) is a float32 copy of the
-label's rows of one layer, its training rows and their projection, about ``(2 d + 2 k + K) n``
-floats, independent of the number of layers.
+classes, 5 outer and 3 inner folds (20 training sets): moments ``~1.8 n d^2`` (symmetric
+products over the test folds and over two of the three validation folds of each training
+fold, ``11 n / 3`` rows: the rest follow by sums and differences), 20 eigendecompositions
+``d^3`` (independent of ``n``), 20 projections ``~0.8 n d k``, and per L-BFGS evaluation
+``4 n k K`` (about 35 evaluations per path of 4 C values on ``benchmarks/bench_scale.py``'s
+data). Time is linear in rows and in layers, and in classes for the fits; memory (per worker
+process) is a float32 copy of the label's rows of one layer, its training rows and their
+projection, about ``(2 d + 2 k + K) n`` floats, independent of the number of layers.
 """
 
 from __future__ import annotations
