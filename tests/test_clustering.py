@@ -190,3 +190,19 @@ def test_no_label_columns_gives_an_empty_table():
         model="m", span="word", pooling="mean", progress=False,
     )  # fmt: skip
     assert table.empty and tuple(table.columns) == CLUSTERING_COLUMNS
+
+
+def test_seeds_in_float64_are_scikit_learns_kmeans_plusplus_seeds():
+    """fit_kmeans seeds in float64 (faster than scikit-learn's chunked upcast of float32 rows):
+    the same rows are picked as by scikit-learn's k-means++ on the float32 rows."""
+    from sklearn.cluster import kmeans_plusplus
+
+    from layerwise.analyses import clustering
+
+    X = np.random.default_rng(6).normal(size=(300, 8)).astype(np.float32)
+    ours = clustering._seeds(X, 12, random_state=np.random.RandomState(3))
+    theirs, _ = kmeans_plusplus(X, 12, random_state=np.random.RandomState(3))
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, theirs)
+    other = clustering._seeds(X, 12, random_state=np.random.RandomState(4))
+    assert not np.array_equal(ours, other)
