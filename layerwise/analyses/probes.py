@@ -582,7 +582,7 @@ def _evaluate_layers(layers: Mapping[str, np.ndarray], plans: list[_Plan | None]
     """Scores of every label's plan on every layer: ``[layer][label]``.
 
     One task per layer and label (each reads its layer itself, :func:`_evaluate_stored`),
-    so that two workers stay busy to the end whatever the number of layers; with
+    so that the workers stay busy to the end whatever the number of layers; with
     ``pca_on="all"`` one task per layer, which fits the layer's scaler and PCA once for
     every label.
     """
