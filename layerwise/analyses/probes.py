@@ -44,13 +44,13 @@ Choices that trade exactness for speed (measured on 2,700 rows x 768 dims):
 Folds (and the inner splits of each training fold) are made once per label and reused for
 every layer, so layers are compared on identical splits. With ``group`` (e.g. the speaker)
 the folds are group-disjoint (``StratifiedGroupKFold``, also for the inner splits), so a
-probe cannot score by recognising a speaker it saw in training. The label that is the group itself (the
-speaker) cannot have group-disjoint folds; it, and every label when ``group`` is None,
-is grouped by ``fallback_group`` instead (the workflow passes the utterance), so that
-the words, phones and frames of one utterance - near-duplicates for a speaker probe -
-never sit on both sides of a split. Classes too small for the folds are dropped with a
-warning (see :func:`probe_splits`). At corpus size a word or phone label (``limited``) first
-keeps its ``max_classes`` most frequent classes with at least ``min_count`` rows each
+probe cannot score by recognising a speaker it saw in training. The label that is the group
+itself (the speaker) cannot have group-disjoint folds; it, and every label when ``group`` is
+None, is grouped by ``fallback_group`` instead (the workflow passes the utterance), so that
+the words, phones and frames of one utterance - near-duplicates for a speaker probe - never
+sit on both sides of a split. Classes too small for the folds are dropped with a warning
+(see :func:`probe_splits`). At corpus size a word or phone label (``limited``) first keeps
+its ``max_classes`` most frequent classes with at least ``min_count`` rows each
 (:func:`layerwise.analyses.subsample.kept_classes`, as convexity): thousands of word types,
 most with a handful of tokens, cannot be decoded from a few examples, and a probe's cost
 grows with its classes.
@@ -475,7 +475,8 @@ def _outer_folds(plan: _Plan, fold_predictions) -> np.ndarray:
             warnings.warn("an outer training fold holds one class; fold skipped", stacklevel=3)
             continue
         groups = None if plan.groups is None else plan.groups[train]
-        out[:, 0, f] = _fold_metrics(plan.y[test], fold_predictions(f, train, test, y_train, groups))
+        predicted = fold_predictions(f, train, test, y_train, groups)
+        out[:, 0, f] = _fold_metrics(plan.y[test], predicted)
         majority = present[np.argmax(np.bincount(y_train)[present])]
         out[:, 1, f] = _fold_metrics(plan.y[test], np.full(len(test), majority))
     return out
