@@ -66,7 +66,8 @@ def test_exact_metrics_equal_the_reference(n, grouped, svcca_components, two, by
 
 @pytest.mark.parametrize("two", [False, True])
 def test_units_read_in_several_chunks_equal_the_reference(two, monkeypatch):
-    """Utterances longer than a chunk of rows: their later chunks add into the first's."""
+    """Utterances longer than a chunk of rows: their later chunks add into the first's; and
+    the kernel vectors' sums, in blocks of one replicate."""
     from layerwise.analyses.similarity import gram
 
     monkeypatch.setattr(gram, "_CHUNK_ELEMENTS", 1)  # chunks of 16 rows (the least)
@@ -81,6 +82,51 @@ def test_units_read_in_several_chunks_equal_the_reference(two, monkeypatch):
                                    equal_nan=True)
         np.testing.assert_allclose(new.replicates[metric], ref.replicates[metric], atol=1e-9,
                                    equal_nan=True)
+
+
+@pytest.mark.parametrize("two", [False, True])
+def test_kernel_sums_read_every_row_twice_whatever_the_replicates(two, monkeypatch):
+    """The debiased CKA's kernel vectors of the sample and every replicate come from two
+    passes over the rows (a pass per batch of replicates took 22 passes over a 1,000,000-frame
+    store); their sums equal the vectors' formed whole."""
+    from layerwise.analyses.similarity import gram
+
+    monkeypatch.setattr(gram, "_CHUNK_ELEMENTS", 1)  # chunks of 16 rows, one replicate a block
+    mats_a = _layers(100, [5, 8], seed=1)
+    mats_b = _layers(100, [7, 3, 6], seed=2) if two else None
+    labels_a = ["a0", "a1"]
+    labels_b = labels_a if mats_b is None else ["b0", "b1", "b2"]
+    computation = _GramComputation(mats_a, mats_b, labels_a, labels_b, EXACT, n_boot=0, seed=0,
+                                   codes=None, svcca_components=3)
+    sides = {id(computation.side_a): computation.side_a, id(computation.side_b): computation.side_b}
+    read = []
+    for side in sides.values():
+        stack = side.stack
+        monkeypatch.setattr(side, "stack", lambda layers, index, stack=stack:
+                            read.append(len(layers)) or stack(layers, index))
+    rng = np.random.default_rng(0)
+    for R in (1, 7):
+        C = rng.integers(0, 3, size=(R, 100)).astype(float)
+        read.clear()
+        sums = computation._kernel_sums(C)
+        # every row of every layer of each side, twice (16 rows a read)
+        assert sum(read) == 2 * 7 * sum(len(side.mats) for side in sides.values())
+        for r, c in enumerate(C):
+            vectors = []
+            for side in (computation.side_a, computation.side_b):
+                X = [M - M.mean(axis=0) for M in side.mats]
+                vectors.append((
+                    np.array([Xa @ (Xa.T @ c) - c * (Xa * Xa).sum(axis=1) for Xa in X]),
+                    np.array([Xa @ (Xa.T @ c**2) - c**2 * (Xa * Xa).sum(axis=1) for Xa in X])))
+            (a1A, a2A), (a1B, a2B) = vectors
+            lin = c.sum() * c + c * c
+            np.testing.assert_allclose(sums["lin"][r], (a1A * lin) @ a1B.T, rtol=1e-10)
+            np.testing.assert_allclose(sums["a2_a1"][r], (a2A * c) @ a1B.T, rtol=1e-10)
+            np.testing.assert_allclose(sums["a1_a2"][r], (a1A * c) @ a2B.T, rtol=1e-10)
+            for key, (a1, a2) in (("a", vectors[0]), ("b", vectors[1])):
+                np.testing.assert_allclose(sums[f"tot_{key}"][r], a1 @ c, rtol=1e-10)
+                np.testing.assert_allclose(sums[f"sq_{key}"][r], (a1 * a1) @ lin, rtol=1e-10)
+                np.testing.assert_allclose(sums[f"mix_{key}"][r], (a1 * a2) @ c, rtol=1e-10)
 
 
 def test_kernels_are_chosen_for_few_rows_of_wide_layers():

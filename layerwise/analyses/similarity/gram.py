@@ -350,26 +350,68 @@ class _GramComputation(_MetricResults):
             bar.update(1)
         return products
 
-    @staticmethod
-    def _kernel_vectors(side: _Layers, C: np.ndarray, chunk: int):
-        """``a1 = K̃c``, ``a2 = K̃c²`` (R, L, n) for the linear kernels of ``side`` and each
-        row ``c`` of ``C`` (R, n); each layer is read twice for all rows of ``C``."""
-        L, n = len(side.mats), side.n
-        C2 = C * C
-        a1, a2 = np.empty((C.shape[0], L, n)), np.empty((C.shape[0], L, n))
-        for a in range(L):
-            u1 = np.zeros((side.dims[a], C.shape[0]))
-            u2 = np.zeros_like(u1)
-            for start in range(0, n, chunk):
-                X = side.rows(a, slice(start, start + chunk))
-                u1 += X.T @ C[:, start:start + chunk].T
-                u2 += X.T @ C2[:, start:start + chunk].T
-            for start in range(0, n, chunk):
-                part = slice(start, start + chunk)
-                X = side.rows(a, part)
-                a1[:, a, part] = (X @ u1).T - C[:, part] * side.row_sq[a, part]
-                a2[:, a, part] = (X @ u2).T - C2[:, part] * side.row_sq[a, part]
-        return a1, a2
+    def _kernel_sums(self, C: np.ndarray) -> dict:
+        """For each row ``c`` of ``C`` (R, n: the sample's row weights, then each
+        replicate's), the sums over rows that the CKAs take from the kernel vectors
+        ``a1 = K̃c`` and ``a2 = K̃c²`` of every layer, as arrays of R rows:
+
+        - ``tot_a``, ``tot_b`` (R, L): ``Σ_i a1_i c_i``;
+        - ``lin`` (R, La, Lb): ``Σ_i a1A_i (W c_i + c_i²) a1B_i``;
+        - ``a2_a1``, ``a1_a2`` (R, La, Lb): ``Σ_i a2A_i c_i a1B_i``, ``Σ_i a1A_i c_i a2B_i``;
+        - ``sq_a``, ``sq_b`` (R, L): ``Σ_i a1_i² (W c_i + c_i²)``; ``mix_a``, ``mix_b``:
+          ``Σ_i a1_i a2_i c_i``.
+
+        ``a1 = X(Xᵀc) - c ∘ ‖x‖²`` needs ``Xᵀc`` over all rows first, so the rows are read
+        twice, whatever R: once for ``Xᵀc`` and ``Xᵀc²`` of every replicate, once for the
+        kernel vectors, formed chunk by chunk and summed at once. Memory: R · Σd values and
+        the chunk's kernel vectors, at most ``_CHUNK_ELEMENTS`` per block of replicates."""
+        A, B = self.side_a, self.side_b
+        sides = [A] if self.same else [A, B]
+        R, n = C.shape
+        W = C.sum(axis=1)
+        projections = [[np.zeros((d, 2 * R)) for d in side.dims] for side in sides]
+        for start in range(0, n, self.chunk):
+            part = slice(start, start + self.chunk)
+            weights = np.vstack([C[:, part], C[:, part] ** 2]).T
+            for side, u in zip(sides, projections, strict=True):
+                X = side.stack(range(len(side.mats)), part)
+                at = _offsets(side, range(len(side.mats)))
+                for a, d in enumerate(side.dims):
+                    u[a] += X[:, at[a]:at[a] + d].T @ weights
+        La, Lb = len(A.mats), len(B.mats)
+        sums = {name: np.zeros((R, La)) for name in ("tot_a", "sq_a", "mix_a")}
+        sums |= {name: np.zeros((R, Lb)) for name in ("tot_b", "sq_b", "mix_b")}
+        sums |= {name: np.zeros((R, La, Lb)) for name in ("lin", "a2_a1", "a1_a2")}
+        per_block = max(1, _CHUNK_ELEMENTS // (4 * (La + Lb) * self.chunk))
+        for start in range(0, n, self.chunk):
+            part = slice(start, start + self.chunk)
+            stacks = [side.stack(range(len(side.mats)), part) for side in sides]
+            for first in range(0, R, per_block):
+                stop = min(first + per_block, R)
+                block, columns = slice(first, stop), np.r_[first:stop, R + first:R + stop]
+                c = C[block, part]
+                c2 = c * c
+                lin = W[block, None] * c + c2
+                vectors = []
+                for side, u, X in zip(sides, projections, stacks, strict=True):
+                    at = _offsets(side, range(len(side.mats)))
+                    a1 = np.empty((c.shape[0], len(side.mats), c.shape[1]))
+                    a2 = np.empty_like(a1)
+                    for a, d in enumerate(side.dims):
+                        V = X[:, at[a]:at[a] + d] @ u[a][:, columns]
+                        a1[:, a] = V[:, :stop - first].T - c * side.row_sq[a, part]
+                        a2[:, a] = V[:, stop - first:].T - c2 * side.row_sq[a, part]
+                    vectors.append((a1, a2))
+                (a1A, a2A), (a1B, a2B) = vectors[0], vectors[-1]
+                a1B_t, a2B_t = a1B.transpose(0, 2, 1), a2B.transpose(0, 2, 1)
+                sums["lin"][block] += np.matmul(a1A * lin[:, None], a1B_t)
+                sums["a2_a1"][block] += np.matmul(a2A * c[:, None], a1B_t)
+                sums["a1_a2"][block] += np.matmul(a1A * c[:, None], a2B_t)
+                for key, (a1, a2) in (("a", vectors[0]), ("b", vectors[-1])):
+                    sums[f"tot_{key}"][block] += np.matmul(a1, c[:, :, None])[..., 0]
+                    sums[f"sq_{key}"][block] += np.matmul(a1 * a1, lin[:, :, None])[..., 0]
+                    sums[f"mix_{key}"][block] += np.matmul(a1 * a2, c[:, :, None])[..., 0]
+        return sums
 
     def _linear(self) -> None:
         """Linear and debiased CKA of the sample and of every replicate."""
@@ -394,31 +436,22 @@ class _GramComputation(_MetricResults):
                 diagonal = [(a, a) for a in range(len(side.mats))]
                 norms = self._block_norms(side, side, diagonal, counts)
                 self_norms.append([np.diagonal(M, axis1=1, axis2=2) for M in norms])
-        weights = [np.ones(self.n), *self.weights]
-        # kernel vectors of a batch of replicates at once, 256 MiB of them at most
-        per_batch = max(1, (1 << 25) // (2 * (La + Lb) * self.n))
-        for first in range(0, len(weights), per_batch):
-            batch = range(first, min(first + per_batch, len(weights)))
-            C = np.vstack([weights[i] for i in batch])
-            a1A, a2A = self._kernel_vectors(A, C, self.chunk)
-            a1B, a2B = (a1A, a2A) if self.same else self._kernel_vectors(B, C, self.chunk)
-            for j, i in enumerate(batch):
-                self._linear_values(
-                    None if i == 0 else i - 1, C[j], (n11[i], n12[i], n22[i]),
-                    [tuple(d[i] for d in side) for side in self_norms],
-                    (a1A[j], a2A[j]), (a1B[j], a2B[j]))
-                if i:
-                    self.bar.update(1)
+        C = np.vstack([np.ones(self.n), *self.weights])
+        sums = self._kernel_sums(C)
+        for i in range(C.shape[0]):
+            self._linear_values(
+                None if i == 0 else i - 1, C[i], (n11[i], n12[i], n22[i]),
+                [tuple(d[i] for d in side) for side in self_norms],
+                {name: value[i] for name, value in sums.items()})
+            if i:
+                self.bar.update(1)
 
-    def _linear_values(self, r, c, norms, self_norms, kernel_a, kernel_b) -> None:
-        """Store the CKAs of replicate ``r`` (None: the sample) from its sums."""
+    def _linear_values(self, r, c, norms, self_norms, sums) -> None:
+        """Store the CKAs of replicate ``r`` (None: the sample) from its sums (its row of
+        :meth:`_kernel_sums`)."""
         A, B = self.side_a, self.side_b
         n11, n12, n22 = norms
-        a1A, a2A = kernel_a
-        a1B, a2B = kernel_b
         W, P = float(c.sum()), float(c @ c)
-        totA, totB = a1A @ c, a1B @ c
-        lin = W * c + c * c
 
         def quartic(kx, ky, k11, k12, k22):
             S2 = (kx * c**2) @ ky.T
@@ -427,24 +460,23 @@ class _GramComputation(_MetricResults):
             return (W * W - P) * (k11 - S2) - 2.0 * W * (k12 - S3) + 2.0 * (k22 - S4)
 
         cross = quartic(A.row_sq, B.row_sq, n11, n12, n22)
-        cross += np.outer(totA, totB)
-        cross -= 2.0 * ((a1A * lin) @ a1B.T)
-        cross += 2.0 * ((a2A * c) @ a1B.T + (a1A * c) @ a2B.T)
+        cross += np.outer(sums["tot_a"], sums["tot_b"])
+        cross -= 2.0 * sums["lin"]
+        cross += 2.0 * (sums["a2_a1"] + sums["a1_a2"])
 
-        def self_term(side, a1, a2, tot, norms):
+        def self_term(side, key, norms):
             k11, k12, k22 = norms
             kx = side.row_sq
             mpart = ((W * W - P) * (k11 - np.einsum("ij,ij->i", kx * c**2, kx))
                      - 2.0 * W * (k12 - np.einsum("ij,ij->i", kx * c**3, kx))
                      + 2.0 * (k22 - np.einsum("ij,ij->i", kx * c**4, kx)))
-            square = (a1 * a1) @ lin
-            mixed = (a1 * a2) @ c
+            tot, square, mixed = sums[f"tot_{key}"], sums[f"sq_{key}"], sums[f"mix_{key}"]
             value = mpart + tot**2 - 2.0 * square + 4.0 * mixed
             floor = 1e-10 * (np.abs(mpart) + tot**2 + 2.0 * square + 4.0 * np.abs(mixed))
             return np.where(value <= floor, 0.0, value)
 
-        self_a = self_term(A, a1A, a2A, totA, self_norms[0])
-        self_b = self_a if self.same else self_term(B, a1B, a2B, totB, self_norms[1])
+        self_a = self_term(A, "a", self_norms[0])
+        self_b = self_a if self.same else self_term(B, "b", self_norms[1])
         if self.same:
             np.fill_diagonal(cross, self_a)
         u = _cka_ratio(cross, self_a, self_b)
