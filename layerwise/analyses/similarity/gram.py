@@ -28,7 +28,10 @@ centred by any fixed vector: the U-statistic does not depend on it):
 
 with ``M1 = Xᵀ diag(c) Y``, ``M2 = Xᵀ diag(c²) Y``, ``S_k = Σ_i c_i^k ‖x_i‖² ‖y_i‖²``,
 ``W = Σc``, ``P = Σc²``, and ``a = K̃c = X(Xᵀc) - c ∘ ‖x‖²``,
-``a2 = K̃c² = X(Xᵀc²) - c² ∘ ‖x‖²`` for the remaining terms (O(n d) per layer).
+``a2 = K̃c² = X(Xᵀc²) - c² ∘ ‖x‖²`` for the remaining terms (O(n d) per layer and
+replicate). Those terms are sums over rows of products of the kernel vectors, accumulated
+chunk by chunk for the sample and every replicate at once (:meth:`_GramComputation._kernel_sums`):
+two more passes over the rows whatever ``n_boot`` (one for ``Xᵀc``, one for the vectors).
 """
 
 from __future__ import annotations
