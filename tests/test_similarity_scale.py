@@ -264,3 +264,33 @@ def test_mapped_layers_are_handed_back_past_the_resident_limit(monkeypatch):
     assert len(released) >= 3 and len(released) % 3 == 0  # all layers at once
     cols = ["value", "ci_low", "ci_high"]
     np.testing.assert_array_equal(within[cols].to_numpy(), past[cols].to_numpy())
+
+
+@pytest.mark.parametrize("metrics", [sorted(EXACT_METRICS), ["cka_rbf", "mutual_knn"],
+                                     ["cka_linear", "cka_rbf"], ["svcca", "mutual_knn"],
+                                     ["cosine"], None])
+@pytest.mark.parametrize("two", [False, True])
+@pytest.mark.filterwarnings("ignore:cosine is undefined")  # two models: unrelated bases
+def test_progress_bar_ends_at_its_total(metrics, two, monkeypatch):
+    """The job log's bar says how far the table is: it ends at its total (a bar that passes
+    its total shows a bare count, with no total and no time left)."""
+    from tqdm import tqdm
+
+    from layerwise.analyses.similarity import table
+
+    bars = {}
+
+    class Recorded(tqdm):
+        def close(self):  # called again when the bar is collected
+            bars[id(self)] = (self.n, self.total)
+            super().close()
+
+    monkeypatch.setattr(table, "tqdm", Recorded)
+    layers = {f"layer.{i}": M for i, M in enumerate(_layers(60, [6, 6, 6], seed=5))}
+    other = {f"layer.{i}": M for i, M in enumerate(_layers(60, [6, 6], seed=6))} if two else None
+    kwargs = {} if metrics is None else {"metrics": metrics}
+    similarity_table(layers, other, model_a="m", model_b="n" if two else "m", span="word",
+                     pooling="mean", seed=0, n_boot=3, groups=np.arange(60) // 3, progress=True,
+                     **kwargs)
+    [(n, total)] = bars.values()
+    assert n == total > 0

@@ -42,6 +42,7 @@ import threading
 import numpy as np
 from tqdm import tqdm
 
+from layerwise.analyses.similarity._intervals import _HALF_SAMPLED
 from layerwise.analyses.similarity._numerics import _cka_ratio
 from layerwise.analyses.similarity._parallel import _for_each
 from layerwise.analyses.similarity._results import _MetricResults
@@ -50,6 +51,7 @@ from layerwise.io.pooled import release
 
 #: Metrics computed exactly over all rows by this module.
 EXACT_METRICS = frozenset({"cka_linear", "cka_debiased", "cosine", "svcca", "pwcca"})
+_LINEAR_METRICS = frozenset({"cka_linear", "cka_debiased"})
 
 # Per-unit cross-products held at once by ``_block_norms`` (1 GiB of float64).
 _BLOCK_ELEMENTS = 1 << 27
@@ -201,8 +203,15 @@ class _GramComputation(_MetricResults):
 
     # -- driver ------------------------------------------------------------------------
 
+    @staticmethod
+    def progress_steps(metrics, n_boot: int) -> int:
+        """How often :meth:`run` advances the progress bar: once per replicate of the CKAs,
+        once per half-sample of SVCCA/PWCCA, once at the end."""
+        return (1 + n_boot * bool(_LINEAR_METRICS & set(metrics))
+                + n_boot * bool(_HALF_SAMPLED & set(metrics)))
+
     def run(self) -> None:
-        linear = {"cka_linear", "cka_debiased"} & set(self.metrics)
+        linear = _LINEAR_METRICS & set(self.metrics)
         subspace = {"svcca", "pwcca"} & set(self.metrics)
         if linear:
             self._linear()

@@ -421,6 +421,16 @@ class _TableComputation(_MetricResults):
         self.side_b = (self.side_a if self.same
                        else _Side(mats_b, self.families, self.packing, knn_k, self.bar))
 
+    @staticmethod
+    def progress_steps(metrics, n_boot: int, n_layers: int) -> int:
+        """How often construction and :meth:`run` advance the progress bar: once per layer
+        of each side, per replicate and for the sample, once for the per-row metrics, once per
+        half-sample."""
+        metrics = set(metrics)
+        return (n_layers + n_boot * bool(metrics - _HALF_SAMPLED) + 1
+                + bool({_FAMILY[m] for m in metrics} & {"knn", "cosine"})
+                + n_boot * bool(metrics & _HALF_SAMPLED))
+
     def run(self) -> None:
         # Bootstrap replicates first: the point estimate can then turn the stored squared
         # distances into its RBF kernels in place, without a copy.
@@ -750,9 +760,9 @@ def similarity_table(
     n_sample = n_source if sample is None else sample.size
     if "mutual_knn" in sampled:
         knn_k = check_int(knn_k, "knn_k", low=1, high=n_sample - 1)
-    halves = n_boot if _HALF_SAMPLED & set(metrics) else 0
-    boots = n_boot if set(metrics) - _HALF_SAMPLED else 0
-    steps = (len(mats_a) + len(mats_b or [])) * bool(sampled) + 1 + boots + 1 + halves
+    steps = (_GramComputation.progress_steps(exact, n_boot) if exact else 0) + (
+        _TableComputation.progress_steps(sampled, n_boot, len(mats_a) + len(mats_b or []))
+        if sampled else 0)
     computations = []
     with tqdm(total=steps, desc=f"similarity {model_a} vs {model_b}", file=sys.stderr,
               disable=not progress, leave=False) as bar:
