@@ -42,7 +42,6 @@ import threading
 import numpy as np
 from tqdm import tqdm
 
-from layerwise.analyses.similarity._intervals import _HALF_SAMPLED
 from layerwise.analyses.similarity._numerics import _cka_ratio
 from layerwise.analyses.similarity._parallel import _for_each
 from layerwise.analyses.similarity._results import _MetricResults
@@ -52,6 +51,7 @@ from layerwise.io.pooled import release
 #: Metrics computed exactly over all rows by this module.
 EXACT_METRICS = frozenset({"cka_linear", "cka_debiased", "cosine", "svcca", "pwcca"})
 _LINEAR_METRICS = frozenset({"cka_linear", "cka_debiased"})
+_SUBSPACE_METRICS = frozenset({"svcca", "pwcca"})
 
 # Per-unit cross-products held at once by ``_block_norms`` (1 GiB of float64).
 _BLOCK_ELEMENTS = 1 << 27
@@ -208,11 +208,11 @@ class _GramComputation(_MetricResults):
         """How often :meth:`run` advances the progress bar: once per replicate of the CKAs,
         once per half-sample of SVCCA/PWCCA, once at the end."""
         return (1 + n_boot * bool(_LINEAR_METRICS & set(metrics))
-                + n_boot * bool(_HALF_SAMPLED & set(metrics)))
+                + n_boot * bool(_SUBSPACE_METRICS & set(metrics)))
 
     def run(self) -> None:
         linear = _LINEAR_METRICS & set(self.metrics)
-        subspace = {"svcca", "pwcca"} & set(self.metrics)
+        subspace = _SUBSPACE_METRICS & set(self.metrics)
         if linear:
             self._linear()
         if subspace:
@@ -381,13 +381,14 @@ class _GramComputation(_MetricResults):
         sides = [A] if self.same else [A, B]
         R, n = C.shape
         W = C.sum(axis=1)
+        layers = [range(len(side.mats)) for side in sides]
+        offsets = [_offsets(side, every) for side, every in zip(sides, layers, strict=True)]
         projections = [[np.zeros((d, 2 * R)) for d in side.dims] for side in sides]
         for start in range(0, n, self.chunk):
             part = slice(start, start + self.chunk)
             weights = np.vstack([C[:, part], C[:, part] ** 2]).T
-            for side, u in zip(sides, projections, strict=True):
-                X = side.stack(range(len(side.mats)), part)
-                at = _offsets(side, range(len(side.mats)))
+            for side, every, at, u in zip(sides, layers, offsets, projections, strict=True):
+                X = side.stack(every, part)
                 for a, d in enumerate(side.dims):
                     u[a] += X[:, at[a]:at[a] + d].T @ weights
         La, Lb = len(A.mats), len(B.mats)
@@ -397,7 +398,7 @@ class _GramComputation(_MetricResults):
         per_block = max(1, _CHUNK_ELEMENTS // (4 * (La + Lb) * self.chunk))
         for start in range(0, n, self.chunk):
             part = slice(start, start + self.chunk)
-            stacks = [side.stack(range(len(side.mats)), part) for side in sides]
+            stacks = [side.stack(every, part) for side, every in zip(sides, layers, strict=True)]
             for first in range(0, R, per_block):
                 stop = min(first + per_block, R)
                 block, columns = slice(first, stop), np.r_[first:stop, R + first:R + stop]
@@ -405,8 +406,7 @@ class _GramComputation(_MetricResults):
                 c2 = c * c
                 lin = W[block, None] * c + c2
                 vectors = []
-                for side, u, X in zip(sides, projections, stacks, strict=True):
-                    at = _offsets(side, range(len(side.mats)))
+                for side, at, u, X in zip(sides, offsets, projections, stacks, strict=True):
                     a1 = np.empty((c.shape[0], len(side.mats), c.shape[1]))
                     a2 = np.empty_like(a1)
                     for a, d in enumerate(side.dims):
