@@ -236,9 +236,11 @@ def run_frame_similarity(paths: list[Path], params: dict, max_frames: int, seed:
             "anon_gib": anon.peak, "summary": summarise("similarity", table)}
 
 
-def arm_frames(folder: Path, corpus: Corpus, n_frames: int, params: dict, seed: int
-               ) -> list[str]:
-    """Frame-span similarity over ``n_frames`` and a quarter of them: time, peak, growth."""
+def arm_frames(folder: Path, corpus: Corpus, n_frames: int, params: dict, seed: int,
+               baseline: str | None = None) -> list[str]:
+    """Frame-span similarity over ``n_frames`` and a quarter of them: time, peak, growth;
+    with ``baseline`` (a git revision), its exact metrics side by side with today's over the
+    ``n_frames`` store."""
     max_frames = schema.defaults("pool")["max_frames"]
     runs = {}
     for label, frames in (("quarter", n_frames // 4), ("full", n_frames)):
@@ -251,7 +253,13 @@ def arm_frames(folder: Path, corpus: Corpus, n_frames: int, params: dict, seed: 
     full = runs["full"]
     note(f"similarity frame: {full['wall']:.1f} s, peak {full['peak_gib']:.2f} GiB "
          f"(quarter: {runs['quarter']['wall']:.1f} s); {full['summary']}")
-    return [bench("similarity_frame_rows", n_frames),
+    compared = []
+    if baseline:
+        res = in_fresh_process(compare_gram_frames, paths, baseline, params["n_boot"])
+        note(f"exact similarity metrics of {n_frames} frames streamed from the store, n_boot "
+             f"{params['n_boot']}: today's engine against {baseline}'s, one process")
+        compared = [bench(key, value) for key, value in res.items()]
+    return compared + [bench("similarity_frame_rows", n_frames),
             bench("similarity_frame_s", full["wall"]),
             bench("similarity_frame_peak_gib", full["peak_gib"]),
             bench("similarity_frame_peak_anon_gib", full["anon_gib"]),
@@ -514,31 +522,51 @@ def gram_module(rev: str):
     return module
 
 
-def compare_gram(folder: Path, rev: str, n_boot: int) -> dict[str, float]:
-    """The exact similarity metrics of every word row, today's engine against ``rev``'s, on
-    the same memory-mapped layers in one process; largest absolute difference of values and
-    replicates."""
+def gram_side_by_side(mats, labels, groups, rev: str, n_boot: int, prefix: str
+                      ) -> dict[str, float]:
+    """The exact similarity metrics of every row of ``mats``, today's engine against
+    ``rev``'s, on the same layers in one process (bootstrap clusters ``groups``); the ratio and
+    the largest absolute difference of values and replicates, named ``<prefix>_...``."""
     from layerwise.analyses.similarity import _group_codes
     from layerwise.analyses.similarity import gram as today
 
-    index, layers = pooled.read(folder)
-    mats = list(layers.values())
-    labels = list(layers)
-    codes = _group_codes(index["utt_id"].to_numpy(), len(index))
+    codes = _group_codes(groups, mats[0].shape[0])
     out, results = {}, {}
     for arm, module in (("baseline", gram_module(rev)), ("new", today)):
         computation = module._GramComputation(
             mats, None, labels, labels, sorted(today.EXACT_METRICS), n_boot=n_boot, seed=0,
             codes=codes, svcca_components=schema_defaults()["similarity"]["svcca_components"])
-        out[f"gram_{arm}_s"], _ = timed_s(computation.run)
+        out[f"{prefix}_{arm}_s"], _ = timed_s(computation.run)
         results[arm] = computation
-    out["gram_new_vs_baseline"] = out["gram_new_s"] / out["gram_baseline_s"]
-    out["gram_max_abs_difference"] = max(
+    out[f"{prefix}_new_vs_baseline"] = out[f"{prefix}_new_s"] / out[f"{prefix}_baseline_s"]
+    out[f"{prefix}_max_abs_difference"] = max(
         float(np.nanmax(np.abs(np.asarray(getattr(results["new"], kind)[m])
                                - np.asarray(getattr(results["baseline"], kind)[m]))))
         for m in today.EXACT_METRICS for kind in ("values", "replicates"))
-    out["gram_rows"] = len(index)
+    out[f"{prefix}_rows"] = mats[0].shape[0]
     return out
+
+
+def compare_gram(folder: Path, rev: str, n_boot: int) -> dict[str, float]:
+    """:func:`gram_side_by_side` on every word row (memory-mapped), clusters utterances."""
+    index, layers = pooled.read(folder)
+    return gram_side_by_side(list(layers.values()), list(layers), index["utt_id"].to_numpy(),
+                             rev, n_boot, "gram")
+
+
+def compare_gram_frames(paths: list[Path], rev: str, n_boot: int) -> dict[str, float]:
+    """:func:`gram_side_by_side` on every frame streamed from the store, as the frame span's
+    similarity reads them (``StoredRows``), clusters utterances."""
+    from layerwise.io import store
+
+    fs = store.open(paths)
+    mats = [store.StoredRows(fs, name) for name in fs.layers]
+    try:
+        return gram_side_by_side(mats, list(fs.layers), store.stored_utterances(fs, fs.layers[0]),
+                                 rev, n_boot, "gram_frame")
+    finally:
+        for M in mats:
+            M.close()
 
 
 def arm_compare_gram(folder: Path, rev: str, n_boot: int) -> list[str]:
@@ -580,8 +608,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="analysis.similarity.n_boot for every similarity run (default: the "
                         "schema's)")
     p.add_argument("--gram-baseline", metavar="REV",
-                   help="also time the exact similarity metrics of the word span side by side "
-                        "with gram.py of git revision REV (e.g. b72b2b0, before the one-pass "
+                   help="also time the exact similarity metrics of the word span (and with "
+                        "--frames, of the N frames streamed from the store) side by side with "
+                        "gram.py of git revision REV (e.g. b72b2b0, before the one-pass "
                         "stacking), in one process")
     return p.parse_args(argv)
 
@@ -614,7 +643,8 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
         if args.gram_baseline:
             lines += arm_compare_gram(folders["word"], args.gram_baseline, settings["n_boot"])
         if args.frames:
-            lines += arm_frames(Path(tmp), corpus, args.frames, settings, args.seed)
+            lines += arm_frames(Path(tmp), corpus, args.frames, settings, args.seed,
+                                args.gram_baseline)
     return lines
 
 

@@ -129,6 +129,45 @@ def test_kernel_sums_read_every_row_twice_whatever_the_replicates(two, monkeypat
                 np.testing.assert_allclose(sums[f"mix_{key}"][r], (a1 * a2) @ c, rtol=1e-10)
 
 
+@pytest.mark.parametrize("two", [False, True])
+def test_half_samples_read_no_rows_of_their_own(two, monkeypatch):
+    """With the CKAs, SVCCA/PWCCA of the sample and every half-sample come from the units'
+    cross-products the CKAs form: beyond them, every row of every layer is read once (for the
+    samples' bases) whatever the half-samples. Before, each half-sample read its rows again."""
+    from layerwise.analyses.similarity import gram
+
+    monkeypatch.setattr(_GramComputation, "_by_kernels", lambda *args: False)
+    read = []
+    was_read = gram._Layers._was_read
+    monkeypatch.setattr(gram._Layers, "_was_read",
+                        lambda self, a, n_rows: read.append(n_rows) or was_read(self, a, n_rows))
+    mats_a = _layers(300, [5, 8, 12], seed=1)
+    mats_b = _layers(300, [7, 6], seed=2) if two else None
+    labels_a = ["a0", "a1", "a2"]
+    labels_b = labels_a if mats_b is None else ["b0", "b1"]
+    codes = sim._group_codes(np.arange(300) // 10, 300)
+
+    def rows_read(metrics, n_boot):
+        read.clear()
+        computation = _GramComputation(mats_a, mats_b, labels_a, labels_b, metrics,
+                                       n_boot=n_boot, seed=0, codes=codes, svcca_components=3)
+        computation.run()
+        return sum(read), computation
+
+    layers = len(mats_a) + (len(mats_b) if two else 0)
+    for n_boot in (2, 8):
+        alone, _ = rows_read(["cka_linear"], n_boot)
+        both, computation = rows_read(["cka_linear", "svcca", "pwcca"], n_boot)
+        assert both - alone == 300 * layers
+        # and the values are those of the half-samples' own rows
+        _, own = rows_read(["svcca", "pwcca"], n_boot)
+        for metric in ("svcca", "pwcca"):
+            np.testing.assert_allclose(computation.values[metric], own.values[metric],
+                                       rtol=1e-10)
+            np.testing.assert_allclose(computation.replicates[metric], own.replicates[metric],
+                                       rtol=1e-10)
+
+
 def test_kernels_are_chosen_for_few_rows_of_wide_layers():
     """One row per utterance (2,703 rows of 768 dims) takes the kernels, many rows of the
     same layers the per-unit products; too many rows for the kernels' memory never do."""
