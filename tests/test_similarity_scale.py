@@ -44,11 +44,14 @@ def _both(mats_a, mats_b, *, n_boot, seed, codes, svcca_components=3, cross_mode
     (300, True, 3, False),  # 75 clusters: resampled as blocks of consecutive clusters
     (200, False, 5, True),  # 200 rows: blocks of consecutive rows
 ])
-@pytest.mark.parametrize("by_kernels", [False, True], ids=["unit-products", "kernels"])
+@pytest.mark.parametrize("by_kernels, from_units", [(False, False), (False, True), (True, False)],
+                         ids=["unit-products", "unit-products-subspace", "kernels"])
 def test_exact_metrics_equal_the_reference(n, grouped, svcca_components, two, by_kernels,
-                                           monkeypatch):
-    """Both ways to the units' Gram matrices (d x d products per unit, or n x n kernels)."""
+                                           from_units, monkeypatch):
+    """Both ways to the units' Gram matrices (d x d products per unit, or n x n kernels), and
+    both ways to SVCCA/PWCCA's products (the samples' rows, or the units' products)."""
     monkeypatch.setattr(_GramComputation, "_by_kernels", lambda *args: by_kernels)
+    monkeypatch.setattr(_GramComputation, "_subspace_from_units", lambda self: from_units)
     mats_a = _layers(n, [5, 8, 8, 40], seed=1)
     mats_b = _layers(n, [8, 7, 40], seed=2) if two else None
     codes = sim._group_codes(np.arange(n) // 4, n) if grouped else None
@@ -136,7 +139,7 @@ def test_half_samples_read_no_rows_of_their_own(two, monkeypatch):
     samples' bases) whatever the half-samples. Before, each half-sample read its rows again."""
     from layerwise.analyses.similarity import gram
 
-    monkeypatch.setattr(_GramComputation, "_by_kernels", lambda *args: False)
+    monkeypatch.setattr(_GramComputation, "_subspace_from_units", lambda self: True)
     read = []
     was_read = gram._Layers._was_read
     monkeypatch.setattr(gram._Layers, "_was_read",
@@ -166,6 +169,22 @@ def test_half_samples_read_no_rows_of_their_own(two, monkeypatch):
                                        rtol=1e-10)
             np.testing.assert_allclose(computation.replicates[metric], own.replicates[metric],
                                        rtol=1e-10)
+
+
+def test_subspace_products_come_from_the_units_for_many_rows():
+    """Many rows of narrow layers: the units' products (the frame span); fewer rows of wider
+    layers: the rows; few rows of wide layers: the rows, since the kernels form no products."""
+    def chooses(n, d, layers=4):
+        labels = [f"a{i}" for i in range(layers)]
+        computation = _GramComputation(_layers(n, [d] * layers, seed=0), None, labels, labels,
+                                       ["cka_linear", "svcca"], n_boot=10, seed=0,
+                                       codes=sim._group_codes(np.arange(n) // 10, n),
+                                       svcca_components=20)
+        return computation._subspace_from_units()
+
+    assert chooses(4000, 64)
+    assert not chooses(3000, 300)
+    assert not chooses(300, 200)
 
 
 def test_kernels_are_chosen_for_few_rows_of_wide_layers():

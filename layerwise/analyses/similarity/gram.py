@@ -209,6 +209,9 @@ class _SampleProducts:
         self.sizes = self.masks @ np.array([_length(rows) for rows in unit_rows], dtype=float)
         self.bases_a, self.bases_b = bases_a, bases_b
         self.products = [{} for _ in samples]
+        # the samples' sums, one buffer for every pair: a fresh array per pair costs a page
+        # fault per 4 KiB written (88 MB per pair at 11 samples of 1024 x 1024)
+        self._sums = np.empty(0)
 
     def __call__(self, pair: tuple[int, int], P: np.ndarray) -> None:
         a, b = pair
@@ -217,13 +220,16 @@ class _SampleProducts:
                   if first[a] is not None and second[b] is not None]
         if not wanted:
             return
-        sums = self.masks[wanted] @ P  # each sample's Σ_{k∈h} A_k, flattened
+        if self._sums.size < len(wanted) * P.shape[1]:
+            self._sums = np.empty(len(self.masks) * P.shape[1])
+        sums = self._sums[:len(wanted) * P.shape[1]].reshape(len(wanted), P.shape[1])
+        np.matmul(self.masks[wanted], P, out=sums)  # each sample's Σ_{k∈h} A_k, flattened
         for h, flat in zip(wanted, sums, strict=True):
             mean_a, Va, sa, _ = self.bases_a[h][a]
             mean_b, Vb, sb, _ = self.bases_b[h][b]
-            M = flat.reshape(mean_a.size, mean_b.size)
-            M -= self.sizes[h] * np.outer(mean_a, mean_b)
-            self.products[h][a, b] = (Va.T @ M @ Vb) / np.outer(sa, sb)
+            product = (Va.T @ flat.reshape(mean_a.size, mean_b.size)) @ Vb
+            product -= self.sizes[h] * np.outer(mean_a @ Va, mean_b @ Vb)
+            self.products[h][a, b] = product / np.outer(sa, sb)
 
 
 class _GramComputation(_MetricResults):
@@ -262,7 +268,7 @@ class _GramComputation(_MetricResults):
             samples += zip(self.halves.rows, self.halves.chosen, strict=True)
             bases_a = self._sample_bases(self.side_a, samples)
             bases_b = bases_a if self.same else self._sample_bases(self.side_b, samples)
-            if linear and not self._by_kernels(self.side_a, self.side_b, self._pairs()):
+            if linear and self._subspace_from_units():
                 from_units = _SampleProducts(samples, self.unit_rows, bases_a, bases_b)
         if linear:
             self._linear(from_units)
@@ -277,6 +283,25 @@ class _GramComputation(_MetricResults):
             self._cosine()
         self.bar.update(1)
         self._mirror()
+
+    def _subspace_from_units(self) -> bool:
+        """Whether SVCCA/PWCCA's score products of the sample and the half-samples come from
+        the units' cross-products (:class:`_SampleProducts`): where they are formed (not from
+        the kernels) and that costs fewer multiply-adds, ``H · K · d_a · d_b`` per pair for H
+        samples of K units, than scoring each sample's rows, ``n_h · (Σd · k + pairs · k²)``
+        (:meth:`_score_products`). So for many rows, which are then not read again (the
+        frame span), and for few rows of wide layers the rows (the utterance span)."""
+        A, B = self.side_a, self.side_b
+        pairs = self._pairs()
+        if self._by_kernels(A, B, pairs):
+            return False
+        k = self.svcca_components or max(A.dims + B.dims)
+        widths = sum(A.dims) + (0 if self.same else sum(B.dims))
+        samples = 1 + len(self.halves.rows)
+        by_units = samples * len(self.unit_rows) * sum(A.dims[a] * B.dims[b] for a, b in pairs)
+        rows = self.n + sum(half.size for half in self.halves.rows)
+        by_rows = rows * (widths * k + len(pairs) * k * k)
+        return by_units < by_rows
 
     def _pairs(self) -> list[tuple[int, int]]:
         """The layer pairs computed: ``a`` of side A, ``b`` of side B; ``a <= b`` for one
