@@ -36,9 +36,9 @@ two more passes over the rows whatever ``n_boot`` (one for ``Xᵀc``, one for th
 SVCCA and PWCCA of the sample and of each half-sample (a union of whole units) need its
 top singular vectors, from the units' moments ``Σ x̃``, ``Σ x̃ x̃ᵀ`` (one read of each layer
 for all samples, :meth:`_GramComputation._sample_bases`), and the cross-products of its
-scores: sums of the units' ``A_k`` that the CKAs' pass forms anyway (:class:`_SampleProducts`),
-or, without the CKAs or where the Gram matrices come from the kernels, a pass over the
-sample's rows.
+scores: sums of the units' ``A_k`` that the CKAs' pass forms anyway (:class:`_SampleProducts`:
+many rows, the frame span), or a pass over the sample's rows (without the CKAs, with the
+kernels, or where scoring the rows costs less: few rows of wide layers).
 """
 
 from __future__ import annotations
@@ -659,7 +659,7 @@ class _GramComputation(_MetricResults):
     def _score_products(self, rows: np.ndarray, bases_a, bases_b) -> dict:
         """``{(a, b): S_aᵀ S_b}`` of the scores ``S = (X - mean) V / s`` of the sample
         ``rows`` (its bases), accumulated over chunks of its rows: a pass over them, where
-        the CKAs' unit products were not formed (:class:`_SampleProducts`)."""
+        the units' products are not used (:meth:`_subspace_from_units`)."""
         A, B = self.side_a, self.side_b
         products = {}
         pairs = [(a, b) for a, b in self._pairs()
