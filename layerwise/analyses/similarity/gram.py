@@ -68,7 +68,7 @@ _CHUNK_ELEMENTS = 1 << 24
 # Resident memory (allocations and the pages of the mapped layers read) above which those
 # pages are handed back to the kernel, checked once per _CHECK_BYTES read.
 _RESIDENT_LIMIT = 3.5 * 2**30
-_CHECK_BYTES = 1 << 28
+_CHECK_BYTES = 1 << 26
 
 
 def _resident_bytes() -> int:
