@@ -204,9 +204,9 @@ class _SampleProducts:
     at 1,000,000 frames). Costs ``H · K · d_a · d_b`` per pair for H samples of K units.
     """
 
-    def __init__(self, samples, unit_rows, bases_a, bases_b) -> None:
+    def __init__(self, samples, bases_a, bases_b) -> None:
         self.masks = np.array([chosen for _, chosen in samples], dtype=np.float64)
-        self.sizes = self.masks @ np.array([_length(rows) for rows in unit_rows], dtype=float)
+        self.sizes = [rows.size for rows, _ in samples]
         self.bases_a, self.bases_b = bases_a, bases_b
         self.products = [{} for _ in samples]
         # the samples' sums, one buffer for every pair: a fresh array per pair costs a page
@@ -269,7 +269,7 @@ class _GramComputation(_MetricResults):
             bases_a = self._sample_bases(self.side_a, samples)
             bases_b = bases_a if self.same else self._sample_bases(self.side_b, samples)
             if linear and self._subspace_from_units():
-                from_units = _SampleProducts(samples, self.unit_rows, bases_a, bases_b)
+                from_units = _SampleProducts(samples, bases_a, bases_b)
         if linear:
             self._linear(from_units)
         if subspace:
