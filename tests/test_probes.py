@@ -194,6 +194,22 @@ def test_impossible_probe_gives_nan_not_an_error():
     assert result["value"].isna().all() and (result["folds"] == 0).all()
 
 
+@pytest.mark.parametrize("solver", ["torch", "sklearn"])
+def test_training_folds_of_single_rows_are_skipped_not_an_error(solver):
+    """Two rows per speaker, two folds: each training fold holds every speaker once, so no
+    C can be validated (scikit-learn's splitters raised, killing the job): those folds are
+    skipped with a warning; folds that can be validated are still scored."""
+    rng = np.random.default_rng(9)
+    labels = np.repeat([f"s{i}" for i in range(6)], 2)
+    X = rng.standard_normal((12, 5)) + 3.0 * np.eye(6, 5)[np.repeat(np.arange(6), 2)]
+    with pytest.warns(UserWarning, match="no class with two rows; fold skipped"):
+        result = scores(probe_scores(X, labels, folds=2, solver=solver))
+    assert result["value"].isna().all() and (result["folds"] == 0).all()
+    labels[:4] = ["s0", "s0", "s0", "s0"]  # s0 twice in each training fold: a C search
+    result = scores(probe_scores(X, labels, folds=2, solver=solver))
+    assert (result["folds"] == 2).all() and result["value"].notna().all()
+
+
 def test_wide_layers_are_reduced_by_pca():
     rng = np.random.default_rng(8)
     latent, labels = separable(dims=3, seed=8)  # class structure in 3 of 40 dimensions

@@ -205,8 +205,10 @@ def make_probe(
     steps = _preprocessing(n_features, n_train, max_dims, seed) if preprocess else []
     if probe == "logreg":
         classifier = LogisticRegression(tol=1e-3, max_iter=100)
-        return InnerCVProbe(Pipeline([*steps, ("classifier", classifier)]),
-                            _inner_splits(y_train, groups, seed) if cv is None else cv)
+        cv = _inner_splits(y_train, groups, seed) if cv is None else cv
+        if cv is None:
+            raise ValueError("no class of y_train has two rows: no C can be validated")
+        return InnerCVProbe(Pipeline([*steps, ("classifier", classifier)]), cv)
     validation = _validation_split(y_train, groups, seed)
     if validation is None:
         # Too few rows for a validation split that would not saturate at 100% after a
@@ -333,7 +335,7 @@ class _Plan:
     groups: np.ndarray | None
     splits: list[tuple[np.ndarray, np.ndarray]]
     #: per outer fold, the inner (C search) splits of its training rows (None for a fold
-    #: whose training rows hold one class): made once here, not once per layer
+    #: whose training rows hold one class, or no class twice): made once here, not per layer
     inner: list[list | None]
 
 
@@ -413,9 +415,12 @@ def _plan(labels: np.ndarray, groups: np.ndarray | None, *, folds: int, seed, na
     return _planned(rows, y, kept_groups, list(splitter.split(rows, y, kept_groups)), seed)
 
 
-def _inner_splits(y: np.ndarray, groups: np.ndarray | None, seed) -> list:
-    """Inner (C search) splits of an outer training fold, group-disjoint when grouped."""
+def _inner_splits(y: np.ndarray, groups: np.ndarray | None, seed) -> list | None:
+    """Inner (C search) splits of an outer training fold, group-disjoint when grouped; None
+    when no class has two rows (nothing to validate a C on: scikit-learn's splitters raise)."""
     present = np.unique(y, return_counts=True)[1]
+    if present.max() < 2:
+        return None
     n_splits = max(2, min(_INNER_FOLDS, present.min()))
     n_groups = 0 if groups is None else len(np.unique(groups))
     if n_groups >= 2:
@@ -471,8 +476,9 @@ def _outer_folds(plan: _Plan, fold_predictions) -> np.ndarray:
     for f, (train, test) in enumerate(plan.splits):
         y_train = plan.y[train]
         present = np.unique(y_train)
-        if len(present) < 2:
-            warnings.warn("an outer training fold holds one class; fold skipped", stacklevel=3)
+        if len(present) < 2 or plan.inner[f] is None:
+            reason = "one class" if len(present) < 2 else "no class with two rows"
+            warnings.warn(f"an outer training fold holds {reason}; fold skipped", stacklevel=3)
             continue
         groups = None if plan.groups is None else plan.groups[train]
         predicted = fold_predictions(f, train, test, y_train, groups)
