@@ -506,20 +506,60 @@ def arm_compare_probes(folder: Path, seed: int, jobs: int) -> list[str]:
         bench("probes_torch_vs_sklearn", res["probes_torch_s"] / res["probes_sklearn_s"])]
 
 
-def gram_module(rev: str):
-    """``layerwise.analyses.similarity.gram`` as it was at git revision ``rev`` (the baseline
-    of the side-by-side arm), loaded beside today's from ``git show``."""
+def module_at(rev: str, path: str):
+    """The module of file ``path`` as it was at git revision ``rev`` (the baseline of a
+    side-by-side arm), loaded from ``git show`` beside today's, under a name of its own."""
     import importlib.util
     import subprocess
 
-    path = "layerwise/analyses/similarity/gram.py"
     text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True,
                           capture_output=True, text=True).stdout
-    spec = importlib.util.spec_from_loader(f"layerwise.analyses.similarity.gram_{rev}",
-                                           loader=None)
+    name = path.removesuffix(".py").replace("/", ".")
+    spec = importlib.util.spec_from_loader(f"{name}_{rev}", loader=None)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     exec(compile(text, f"{rev}:{path}", "exec"), module.__dict__)
     return module
+
+
+def compare_probes(folders: dict[str, Path], rev: str, seed: int) -> dict[str, float]:
+    """The probe table of each span's every row with today's ``linear_probe`` and with
+    ``rev``'s (the solver, its L-BFGS and preprocessing), in one process and one job (joblib's
+    workers would import today's): seconds, ratio and the largest absolute difference of any
+    value, named ``probes_<span>_...``."""
+    from layerwise.analyses import probes
+
+    sys.stderr = open(os.devnull, "w")  # the progress bars
+    params = schema_defaults()["probes"]
+    arms = (("baseline", module_at(rev, "layerwise/analyses/linear_probe.py")),
+            ("new", probes.linear_probe))
+    out: dict[str, float] = {}
+    for span, folder in folders.items():
+        index, layers = pooled.read(folder)
+        tables = {}
+        for arm, module in arms:
+            probes.linear_probe = module
+            try:
+                out[f"probes_{span}_{arm}_s"], tables[arm] = timed_s(
+                    analyses.run, "probes", index, layers, model=MODEL, span=span,
+                    pooling=POOLING, labels=list(CORPUS_LABELS), params=params, seed=seed,
+                    n_jobs=1)
+            finally:
+                probes.linear_probe = arms[1][1]
+        out[f"probes_{span}_new_vs_baseline"] = (out[f"probes_{span}_new_s"]
+                                                 / out[f"probes_{span}_baseline_s"])
+        values = [tables[arm]["value"].to_numpy() for arm, _ in arms]
+        out[f"probes_{span}_max_abs_difference"] = float(np.nanmax(np.abs(values[0] - values[1])))
+        out[f"probes_{span}_rows"] = len(index)
+    return out
+
+
+def arm_compare_probe_baseline(folders: dict[str, Path], spans: Sequence[str], rev: str,
+                               seed: int) -> list[str]:
+    res = in_fresh_process(compare_probes, {s: folders[s] for s in spans}, rev, seed)
+    note(f"probes of every row of {', '.join(spans)}: today's linear_probe against {rev}'s, "
+         "one process, one job")
+    return [bench(key, value) for key, value in res.items()]
 
 
 def gram_side_by_side(mats, labels, groups, rev: str, n_boot: int, prefix: str
@@ -532,7 +572,8 @@ def gram_side_by_side(mats, labels, groups, rev: str, n_boot: int, prefix: str
 
     codes = _group_codes(groups, mats[0].shape[0])
     out, results = {}, {}
-    for arm, module in (("baseline", gram_module(rev)), ("new", today)):
+    baseline = module_at(rev, "layerwise/analyses/similarity/gram.py")
+    for arm, module in (("baseline", baseline), ("new", today)):
         computation = module._GramComputation(
             mats, None, labels, labels, sorted(today.EXACT_METRICS), n_boot=n_boot, seed=0,
             codes=codes, svcca_components=schema_defaults()["similarity"]["svcca_components"])
@@ -612,6 +653,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "--frames, of the N frames streamed from the store) side by side with "
                         "gram.py of git revision REV (e.g. b72b2b0, before the one-pass "
                         "stacking), in one process")
+    p.add_argument("--probe-baseline", metavar="REV",
+                   help="also time the probes of every row of each span in --spans side by "
+                        "side with linear_probe.py of git revision REV (e.g. 4646eec, before "
+                        "the L-BFGS port), in one process and one job")
     return p.parse_args(argv)
 
 
@@ -642,6 +687,8 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
         settings = {**schema_defaults()["similarity"], **similarity}
         if args.gram_baseline:
             lines += arm_compare_gram(folders["word"], args.gram_baseline, settings["n_boot"])
+        if args.probe_baseline:
+            lines += arm_compare_probe_baseline(folders, spans, args.probe_baseline, args.seed)
         if args.frames:
             lines += arm_frames(Path(tmp), corpus, args.frames, settings, args.seed,
                                 args.gram_baseline)

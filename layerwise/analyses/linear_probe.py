@@ -1,4 +1,4 @@
-"""The fast logistic-regression probe: moments-based standardise + PCA, torch L-BFGS on a C path.
+"""The fast logistic-regression probe: moments-based standardise + PCA, L-BFGS along a C path.
 
 Why: scikit-learn's probe (``probes.InnerCVProbe``) refits a scaler, a PCA and an L-BFGS
 regression in float64 for every inner fold and every C; at LibriSpeech dev-clean's 54,000
@@ -15,12 +15,14 @@ Preprocessing from moments
 Multinomial logistic regression (:func:`fit_path`)
     The model of scikit-learn's ``LogisticRegression(C=C)`` (multinomial, L2 penalty on the
     weights, intercept not penalised): minimise the mean cross-entropy plus
-    ``||W||^2 / (2 C n)``, full batch, by L-BFGS with a strong-Wolfe line search, stopped
-    when the largest absolute gradient entry is at most ``tol`` (scikit-learn's ``gtol`` on
-    the same scaled objective) or after ``max_iter`` iterations. The C values are fitted
-    from small to large, each starting at the previous solution (warm starts along the
-    regularisation path). float32, on the job's GPU when it was given one (:func:`device`),
-    else on the CPU; no random numbers, so a fit is repeatable on one machine.
+    ``||W||^2 / (2 C n)``, full batch, by L-BFGS with a strong-Wolfe line search
+    (:mod:`layerwise.analyses.lbfgs`: torch.optim.LBFGS's algorithm without its per-step
+    overhead), stopped when the largest absolute gradient entry is at most ``tol``
+    (scikit-learn's ``gtol`` on the same scaled objective) or after ``max_iter`` iterations.
+    The C values are fitted from small to large, each starting at the previous solution
+    (warm starts along the regularisation path). float32, in torch on the job's GPU when it
+    was given one (:func:`device`), else in NumPy on the CPU; no random numbers, so a fit is
+    repeatable on one machine.
 
 Cost of one layer and label with ``n`` rows of width ``d``, ``k = min(max_dims, d)``, ``K``
 classes, 5 outer and 3 inner folds (20 training sets): moments ``~1.8 n d^2`` (symmetric
@@ -41,6 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from layerwise.analyses import lbfgs
 
 __all__ = ["Moments", "device", "fit_path", "predict", "project", "standardised_pca", "take"]
 
@@ -132,22 +136,34 @@ def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(a.numpy() @ b.numpy())
 
 
-def _loss_and_grad(Z, y, W, b, penalty):
-    """Mean cross-entropy + penalty * ||W||^2 / 2, and its gradient (written out: no autograd).
+def _objective(Z, codes, n_classes: int, penalty: float):
+    """``fun(x) -> (loss, gradient)`` of the flat parameters ``x = [W.ravel(), b]``: mean
+    cross-entropy + ``penalty * ||W||^2 / 2`` and its gradient, written out (no autograd).
 
-    Both products by :func:`_matmul`: on one core NumPy's BLAS forms them in 30 ms against
-    torch's 34 for 34,500 rows x 256 into 40 classes, and in 13 ms against 35 for 2 classes."""
-    W = W.detach()
-    logits = _matmul(Z, W)
-    logits += b.detach()
-    log_p = torch.log_softmax(logits, dim=1)
-    loss = -log_p.gather(1, y[:, None]).mean() + 0.5 * penalty * (W * W).sum()
-    residual = log_p.exp_()
-    residual[torch.arange(len(y), device=Z.device), y] -= 1.0
-    grad = _matmul(Z.T, residual)
-    grad /= len(y)
-    grad += penalty * W
-    return loss, grad, residual.sum(0) / len(y)
+    ``Z`` and ``codes`` are NumPy arrays on the CPU (NumPy's per-operation cost is a few times
+    torch's on arrays this small, and its BLAS forms the products at least as fast), torch
+    tensors on a GPU; the same code serves both."""
+    xp = torch if isinstance(Z, torch.Tensor) else np
+    n, width = Z.shape
+    size = width * n_classes
+    rows = xp.arange(n) if xp is np else torch.arange(n, device=Z.device)
+
+    def fun(x):
+        W = x[:size].reshape(width, n_classes)
+        logits = Z @ W
+        logits += x[size:]
+        logits -= xp.amax(logits, axis=1, keepdims=True)
+        residual = xp.exp(logits)
+        total = residual.sum(axis=1)
+        loss = -(logits[rows, codes] - xp.log(total)).mean() + 0.5 * penalty * (W * W).sum()
+        residual /= total[:, None]
+        residual[rows, codes] -= 1.0
+        grad_W = Z.T @ residual
+        grad_W /= n
+        grad_W += penalty * W
+        return float(loss), xp.concatenate([grad_W.reshape(-1), residual.sum(axis=0) / n])
+
+    return fun
 
 
 def fit_path(Z: torch.Tensor, y: np.ndarray, Cs: Sequence[float], *, tol: float = 1e-3,
@@ -163,31 +179,29 @@ def fit_path(Z: torch.Tensor, y: np.ndarray, Cs: Sequence[float], *, tol: float 
         Inverse penalties, as scikit-learn's ``C``; fitted in the order given (pass them
         ascending: a strongly penalised solution is a good start for a weaker penalty).
     tol, max_iter : float, int
-        Stop when max |gradient| <= ``tol``, or after ``max_iter`` L-BFGS iterations.
+        Stop when max |gradient| <= ``tol``, or after ``max_iter`` L-BFGS iterations
+        (:func:`layerwise.analyses.lbfgs.minimise`).
 
     Returns
     -------
     list of (classes, W, b)
-        Per C: the classes (ndarray), weights (d, n_classes) and intercepts.
+        Per C: the classes (ndarray), weights (d, n_classes) and intercepts, torch tensors on
+        ``Z``'s device.
     """
     classes, codes = np.unique(y, return_inverse=True)
-    target = torch.as_tensor(codes, device=Z.device)
-    W = torch.zeros(Z.shape[1], len(classes), device=Z.device, dtype=Z.dtype, requires_grad=True)
-    b = torch.zeros(len(classes), device=Z.device, dtype=Z.dtype, requires_grad=True)
+    on_cpu = Z.device.type == "cpu"
+    data = Z.numpy() if on_cpu else Z
+    target = codes if on_cpu else torch.as_tensor(codes, device=Z.device)
+    width, size = Z.shape[1], Z.shape[1] * len(classes)
+    x = np.zeros(size + len(classes), dtype=np.float32) if on_cpu else \
+        torch.zeros(size + len(classes), device=Z.device, dtype=Z.dtype)
     path = []
     for C in Cs:
         penalty = 1.0 / (C * len(codes))
-        optimiser = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=tol,
-                                      tolerance_change=1e-12, history_size=10,
-                                      line_search_fn="strong_wolfe")
-
-        def closure():
-            with torch.no_grad():
-                loss, W.grad, b.grad = _loss_and_grad(Z, target, W, b, penalty)  # noqa: B023
-            return loss
-
-        optimiser.step(closure)
-        path.append((classes, W.detach().clone(), b.detach().clone()))
+        x = lbfgs.minimise(_objective(data, target, len(classes), penalty), x, tol=tol,
+                           max_iter=max_iter)
+        W, b = torch.as_tensor(x[:size]).reshape(width, -1), torch.as_tensor(x[size:])
+        path.append((classes, W.clone(), b.clone()))
     return path
 
 
