@@ -137,8 +137,11 @@ def extract_shard(
     }
     rejected: list[tuple[str, str, str]] = []
     total_s = float(table["n_samples"].sum()) / sample_rate
-    bar = tqdm(total=total_s, unit="audio-s", desc=f"extract {Path(out_path).name}",
-               disable=not progress, file=sys.stderr, mininterval=2.0,
+    # counted in samples (integers), shown in seconds: float seconds summed batch by batch
+    # overshot the total by rounding, and tqdm warned in every job log
+    bar = tqdm(total=int(table["n_samples"].sum()), unit="audio-s", unit_scale=1 / sample_rate,
+               desc=f"extract {Path(out_path).name}", disable=not progress, file=sys.stderr,
+               mininterval=2.0,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, "
                           "{rate_fmt}{postfix}]")
     with feature_store.ShardWriter(out_path, infos, framed, dtype=dtype, compression=compression,
@@ -160,7 +163,7 @@ def extract_shard(
                     for span, (index, matrices) in units.items():
                         writer.append_pooled(span, index, matrices)
             done += len(batch_rows)
-            bar.update(sum(int(r["n_samples"]) for r in batch_rows) / sample_rate)
+            bar.update(sum(int(r["n_samples"]) for r in batch_rows))
             bar.set_postfix(utt=f"{done}/{len(rows)}", refresh=False)
     bar.close()
     for name, n in writer.nonfinite.items():
