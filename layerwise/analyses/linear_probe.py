@@ -140,9 +140,9 @@ def _objective(Z, codes, n_classes: int, penalty: float):
     """``fun(x) -> (loss, gradient)`` of the flat parameters ``x = [W.ravel(), b]``: mean
     cross-entropy + ``penalty * ||W||^2 / 2`` and its gradient, written out (no autograd).
 
-    ``Z`` and ``codes`` are NumPy arrays on the CPU (NumPy's per-operation cost is a few times
-    torch's on arrays this small, and its BLAS forms the products at least as fast), torch
-    tensors on a GPU; the same code serves both."""
+    ``Z`` and ``codes`` are NumPy arrays on the CPU (torch's cost per operation is a few times
+    NumPy's on arrays this small, and NumPy's BLAS forms the two products at least as fast),
+    torch tensors on a GPU; the same code serves both."""
     xp = torch if isinstance(Z, torch.Tensor) else np
     n, width = Z.shape
     size = width * n_classes
