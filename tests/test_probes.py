@@ -194,6 +194,7 @@ def test_impossible_probe_gives_nan_not_an_error():
     assert result["value"].isna().all() and (result["folds"] == 0).all()
 
 
+@pytest.mark.filterwarnings("ignore:The least populated class")  # the inner splits, expected
 @pytest.mark.parametrize("solver", ["torch", "sklearn"])
 def test_training_folds_of_single_rows_are_skipped_not_an_error(solver):
     """Two rows per speaker, two folds: each training fold holds every speaker once, so no
