@@ -136,10 +136,11 @@ def extract_shard(
         "versions": json.dumps(library_versions()),
     }
     rejected: list[tuple[str, str, str]] = []
-    total_s = float(table["n_samples"].sum()) / sample_rate
+    total_samples = int(table["n_samples"].sum())
+    total_s = total_samples / sample_rate
     # counted in samples (integers), shown in seconds: float seconds summed batch by batch
     # overshot the total by rounding, and tqdm warned in every job log
-    bar = tqdm(total=int(table["n_samples"].sum()), unit="audio-s", unit_scale=1 / sample_rate,
+    bar = tqdm(total=total_samples, unit="audio-s", unit_scale=1 / sample_rate,
                desc=f"extract {Path(out_path).name}", disable=not progress, file=sys.stderr,
                mininterval=2.0,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}, "
